@@ -1,0 +1,188 @@
+"""The search space as data: genes, their ordered value sets, validity, ids and diffs.
+
+A genotype is the whole recipe of one trial: the architecture switches of
+`models.gpt.GPTConfig`, the optimizer recipe of `autoresearch.optim.OptimConfig`, and
+the batch (sequences per step, sequence length). Every gene takes one value of a
+finite ordered set, so every proposal is cheap to describe and compiles; `check`
+refuses the combinations that cannot be built, with a reason.
+
+The baseline genotype lives in the config (`config.genotype`, overridable with
+`--config.genotype.d_model=192`, or loaded from JSON with `config.genotype_json`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Mapping
+
+from autoresearch import optim
+from models import gpt
+
+
+@dataclasses.dataclass(frozen=True)
+class Gene:
+  name: str
+  values: tuple           # ordered: neighbouring values are neighbouring recipes
+  part: str               # 'model', 'optim' or 'train'
+
+
+_LR = (1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 6e-3, 1e-2, 2e-2, 3e-2, 6e-2, 1e-1)
+
+GENES: tuple[Gene, ...] = (
+    # Architecture.
+    Gene('n_layers', (1, 2, 3, 4, 6, 8, 12, 16), 'model'),
+    Gene('d_model', (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024), 'model'),
+    Gene('n_heads', (1, 2, 3, 4, 6, 8, 12, 16), 'model'),
+    Gene('n_kv_heads', (1, 2, 3, 4, 6, 8, 12, 16), 'model'),
+    Gene('position', ('rope', 'learned'), 'model'),
+    Gene('rope_base', (1e3, 1e4, 1e5, 5e5, 1e6), 'model'),
+    Gene('qk_norm', (False, True), 'model'),
+    Gene('window_pattern', ('L', 'SL', 'SSL', 'SSSL'), 'model'),
+    Gene('short_window', (16, 32, 64, 128, 256, 512, 1024), 'model'),
+    Gene('value_embeds', (False, True), 'model'),
+    Gene('activation', ('relu2', 'gelu', 'swiglu'), 'model'),
+    Gene('mlp_ratio', (1.0, 2.0, 2.5, 3.0, 4.0, 6.0), 'model'),
+    Gene('norm', ('rms', 'rms_scale', 'layernorm'), 'model'),
+    Gene('residual_mix', (False, True), 'model'),
+    Gene('logit_softcap', (0.0, 10.0, 15.0, 30.0), 'model'),
+    Gene('tie_embeddings', (False, True), 'model'),
+    Gene('zero_init_proj', (False, True), 'model'),
+    # Optimizer recipe.
+    Gene('optimizer', ('adamw', 'muon'), 'optim'),
+    Gene('matrix_lr', _LR, 'optim'),
+    Gene('muon_lr', (0.005, 0.01, 0.02, 0.03, 0.05, 0.08), 'optim'),
+    Gene('muon_momentum', (0.85, 0.9, 0.95, 0.98), 'optim'),
+    Gene('embed_lr', _LR + (0.3, 0.6), 'optim'),
+    Gene('head_lr', _LR, 'optim'),
+    Gene('scalar_lr', _LR + (0.3,), 'optim'),
+    Gene('beta1', (0.8, 0.85, 0.9, 0.95), 'optim'),
+    Gene('beta2', (0.95, 0.98, 0.99, 0.999), 'optim'),
+    Gene('weight_decay', (0.0, 0.01, 0.05, 0.1, 0.2), 'optim'),
+    Gene('grad_clip', (0.0, 0.5, 1.0, 2.0), 'optim'),
+    Gene('warmup_frac', (0.0, 0.01, 0.02, 0.05, 0.1), 'optim'),
+    Gene('warmdown_frac', (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0), 'optim'),
+    Gene('final_lr_frac', (0.0, 0.05, 0.1, 0.3), 'optim'),
+    # Batch.
+    Gene('batch_size', (4, 8, 16, 32, 64, 128, 256, 512), 'train'),
+    Gene('seq_len', (32, 64, 128, 256, 512, 1024, 2048), 'train'),
+)
+GENE_BY_NAME: dict[str, Gene] = {g.name: g for g in GENES}
+
+Genotype = Mapping[str, Any]
+"""A genotype is a read-only mapping gene name -> value; see `make`."""
+
+
+class InvalidGenotype(ValueError):
+  """A genotype that cannot be trained; the message is the reason."""
+
+
+def _canonical(gene: Gene, value):
+  """`value` as the exact member of the gene's set (so 1e4 == 10000.0 == '1e4'), or
+  raises InvalidGenotype naming the allowed values."""
+  for allowed in gene.values:
+    if isinstance(allowed, bool) or isinstance(value, bool):
+      if isinstance(value, bool) and isinstance(allowed, bool) and value == allowed:
+        return allowed
+      continue
+    if isinstance(allowed, str):
+      if value == allowed:
+        return allowed
+      continue
+    try:
+      if float(value) == float(allowed):
+        return allowed
+    except (TypeError, ValueError):
+      pass
+  raise InvalidGenotype(f'{gene.name}={value!r} is not one of {list(gene.values)}')
+
+
+def make(values: Mapping[str, Any]) -> dict[str, Any]:
+  """A genotype from a mapping of every gene to a value of its set (canonicalised).
+  Raises InvalidGenotype on a missing, unknown or out-of-set gene."""
+  unknown = sorted(set(values) - set(GENE_BY_NAME))
+  missing = [g.name for g in GENES if g.name not in values]
+  if unknown:
+    raise InvalidGenotype(f'unknown genes {unknown}; known: {list(GENE_BY_NAME)}')
+  if missing:
+    raise InvalidGenotype(f'missing genes {missing}')
+  return {g.name: _canonical(g, values[g.name]) for g in GENES}
+
+
+def from_config(config) -> dict[str, Any]:
+  """The baseline genotype of an ml_collections config: `config.genotype`, updated by
+  the JSON file `config.genotype_json` when that is set."""
+  values = dict(config.genotype)
+  path = config.get('genotype_json', '')
+  if path:
+    try:
+      with open(path) as f:
+        loaded = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+      raise InvalidGenotype(f'cannot read genotype JSON {path}: {e}') from e
+    if not isinstance(loaded, dict):
+      raise InvalidGenotype(f'genotype JSON {path} must hold an object of gene: value')
+    values.update(loaded)
+  return make(values)
+
+
+def to_json(genotype: Genotype) -> str:
+  return json.dumps(dict(genotype), sort_keys=True)
+
+
+def genotype_id(genotype: Genotype) -> str:
+  """A stable 12-hex-digit id: sha256 of the canonical JSON."""
+  return hashlib.sha256(to_json(make(genotype)).encode()).hexdigest()[:12]
+
+
+def _fmt(value) -> str:
+  if isinstance(value, float):
+    return f'{value:g}'
+  return str(value)
+
+
+def describe_diff(genotype: Genotype, reference: Genotype) -> str:
+  """One line naming the genes that differ, e.g. 'n_kv_heads 4->1, rope_base 1e+04->2e+05'."""
+  changes = [f'{g.name} {_fmt(reference[g.name])}->{_fmt(genotype[g.name])}'
+             for g in GENES if genotype[g.name] != reference[g.name]]
+  return ', '.join(changes) if changes else 'baseline'
+
+
+def _fields(cls, genotype: Genotype, **extra):
+  names = {f.name for f in dataclasses.fields(cls)}
+  return cls(**{k: v for k, v in genotype.items() if k in names}, **extra)
+
+
+def model_config(genotype: Genotype, compute_dtype: str = 'float32') -> gpt.GPTConfig:
+  return _fields(gpt.GPTConfig, genotype, compute_dtype=compute_dtype)
+
+
+def optim_config(genotype: Genotype) -> optim.OptimConfig:
+  return _fields(optim.OptimConfig, genotype)
+
+
+def check(genotype: Genotype, max_params: int = 0) -> None:
+  """Raises InvalidGenotype with the reason when the genotype cannot be trained:
+  out-of-set values, heads not dividing d_model, kv heads not dividing heads, a
+  short window longer than the sequence, or more than `max_params` parameters
+  (0: no cap)."""
+  genotype = make(genotype)
+  cfg = model_config(genotype)
+  try:
+    gpt.validate(cfg)
+  except ValueError as e:
+    raise InvalidGenotype(str(e)) from e
+  if max_params:
+    n = gpt.count_params(cfg)
+    if n > max_params:
+      raise InvalidGenotype(f'{n:,} parameters exceed the cap of {max_params:,}')
+
+
+def is_valid(genotype: Genotype, max_params: int = 0) -> tuple[bool, str]:
+  """(True, '') or (False, reason)."""
+  try:
+    check(genotype, max_params)
+  except InvalidGenotype as e:
+    return False, str(e)
+  return True, ''

@@ -1,0 +1,105 @@
+"""What `main.py --mode=...` runs: each mode is one function of (config, workdir)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+from absl import logging
+
+from autoresearch import data, genotype as genotype_lib, trial
+
+
+def log_devices() -> None:
+  devices = jax.devices()
+  logging.info('JAX %s on %d %s device(s): %s', jax.__version__, len(devices),
+               jax.default_backend(), devices[0].device_kind)
+
+
+def load_corpus(config) -> data.Corpus:
+  """The corpus named by `config.data`."""
+  d = config.data
+  return data.load_corpus(d.source, path=d.path or None, cache_dir=d.cache_dir or None,
+                          val_fraction=d.val_fraction, test_fraction=d.test_fraction)
+
+
+def trial_config(config) -> trial.TrialConfig:
+  return trial.TrialConfig(**config.trial.to_dict())
+
+
+class ProgressLine:
+  """A watcher that shows step, loss, tokens/s and seconds left while a trial trains:
+  one rewritten line on a terminal, a log line every 10 s otherwise."""
+
+  def __init__(self, budget_seconds: float, tokens_per_step: int, stream=sys.stderr):
+    self.budget, self.tokens_per_step, self.stream = budget_seconds, tokens_per_step, stream
+    self.interactive = stream.isatty()
+    self.last_shown = -float('inf')
+
+  def __call__(self, reading: trial.LossReading):
+    now = time.perf_counter()
+    if now - self.last_shown < (0.5 if self.interactive else 10.0):
+      return None
+    self.last_shown = now
+    tokens_per_s = reading.step * self.tokens_per_step / max(reading.seconds, 1e-9)
+    line = (f'step {reading.step:6d} | loss {reading.loss:.4f} | '
+            f'{tokens_per_s:,.0f} tok/s | {max(self.budget - reading.seconds, 0):.0f} s left')
+    if self.interactive:
+      self.stream.write('\r' + line)
+      self.stream.flush()
+    else:
+      logging.info(line)
+    return None
+
+  def close(self):
+    if self.interactive:
+      self.stream.write('\n')
+
+
+def print_summary(result: trial.TrialResult, corpus: data.Corpus) -> None:
+  """The run's `key: value` lines (greppable, as in karpathy/autoresearch)."""
+  entropy = corpus.unigram_entropy_bits()
+  fmt = lambda x: 'nan' if x is None else f'{x:.6f}'
+  lines = {
+      'val_bpb': fmt(result.val_bpb),
+      'unigram_entropy_bpb': f'{entropy:.6f}',
+      'val_bpb_over_unigram': fmt(None if result.val_bpb is None else result.val_bpb / entropy),
+      'status': result.status,
+      'reason': result.reason or '-',
+      'genotype_id': result.genotype_id,
+      'data': corpus.description,
+      'train_seconds': f'{result.train_seconds:.1f}',
+      'compile_seconds': f'{result.compile_seconds:.1f}',
+      'eval_seconds': f'{result.eval_seconds:.1f}',
+      'total_seconds': f'{result.total_seconds:.1f}',
+      'steps': result.steps,
+      'tokens_M': f'{result.tokens / 1e6:.2f}',
+      'params_M': f'{result.params / 1e6:.3f}',
+      'mfu_percent': f'{result.mfu_percent:.2f}',
+  }
+  print('---')
+  for key, value in lines.items():
+    print(f'{key}: {value}')
+
+
+def run_trial(config, workdir: str) -> trial.TrialResult:
+  """Trains the config's baseline genotype once; writes workdir/trial.json."""
+  os.makedirs(workdir, exist_ok=True)
+  trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
+  corpus = load_corpus(config)
+  genotype = genotype_lib.from_config(config)
+  cfg = trial_config(config)
+  logging.info('data: %s, bytes %s', corpus.description, corpus.byte_counts())
+  progress = ProgressLine(cfg.budget_seconds, genotype['batch_size'] * genotype['seq_len'])
+  result = trial.run(genotype, corpus, cfg, watch=progress)
+  progress.close()
+  with open(os.path.join(workdir, 'trial.json'), 'w') as f:
+    json.dump(result.to_dict(), f)
+  print_summary(result, corpus)
+  return result
+
+
+MODES = {'trial': run_trial}

@@ -1,0 +1,295 @@
+"""One trial: a genotype compiled into jitted functions, trained for a fixed wall-clock
+budget, scored in validation bits per byte.
+
+    result = trial.run(genotype, corpus, trial_config, watch=...)
+
+* Compilation is ahead of time (`jit(...).lower(...).compile()`), timed, and outside
+  the budget; JAX's persistent compilation cache (`enable_compilation_cache`) makes a
+  genotype seen before compile at once.
+* Training runs until `budget_seconds` of training time are spent. The loss of step
+  t-1 is read after step t is dispatched, so the host never stalls the device.
+* Every loss reading goes to `watch`, which may stop the trial (the self-evaluator and
+  the preemption handler plug in there) by returning a `Stop`.
+* val_bpb = sum of cross-entropy in nats / (ln 2 x bytes scored) over the first
+  `val_bytes` bytes of the val split: the same bytes for every genotype, whatever its
+  sequence length. No gene reaches this code path.
+* A genotype that is invalid, goes NaN, explodes or fails to compile returns a result
+  with status 'crash' and the reason; only KeyboardInterrupt escapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+import traceback
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from autoresearch import data, genotype as genotype_lib, hardware, optim
+from models import gpt
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialConfig:
+  budget_seconds: float = 60.0      # training seconds per trial (compile and eval excluded)
+  val_bytes: int = 262_144          # bytes of the val split scored, same for every genotype
+  eval_batch_tokens: int = 16_384   # tokens per evaluation batch (memory, not results)
+  max_params: int = 0               # parameter cap of a genotype; 0: none
+  max_loss: float = 3 * math.log(256)  # nats; a training loss above this is an explosion
+  micro_batch_size: int = 0         # sequences per forward/backward; 0: the whole batch
+  compute_dtype: str = 'float32'    # activations dtype ('float32' or 'bfloat16')
+  seed: int = 0                     # parameter init and batch sampling
+
+
+@dataclasses.dataclass(frozen=True)
+class LossReading:
+  """One training-loss reading, given to the watcher after the step finished."""
+  seconds: float    # training seconds when the step finished
+  progress: float   # seconds / budget
+  step: int         # 1-based index of the finished step
+  loss: float       # mean training cross-entropy of that step, nats per byte
+
+
+@dataclasses.dataclass(frozen=True)
+class Stop:
+  """What a watcher returns to end a trial early."""
+  reason: str
+  predicted_bpb: Optional[float] = None
+  status: str = 'aborted'
+
+
+@dataclasses.dataclass
+class TrialResult:
+  """Everything one trial measured. status: 'ok' (trained and scored; the search turns
+  it into 'keep' or 'discard'), 'aborted' (stopped by its watcher) or 'crash'."""
+  genotype_id: str
+  genotype: dict
+  status: str
+  reason: str = ''
+  val_bpb: Optional[float] = None
+  predicted_bpb: Optional[float] = None
+  train_seconds: float = 0.0
+  compile_seconds: float = 0.0
+  eval_seconds: float = 0.0
+  total_seconds: float = 0.0
+  steps: int = 0
+  tokens: int = 0
+  params: int = 0
+  mfu_percent: float = 0.0
+  final_train_loss: Optional[float] = None
+  loss_curve: list = dataclasses.field(default_factory=list)  # [seconds, step, loss]
+  device_kind: str = ''
+  data_fingerprint: str = ''
+  val_bytes_scored: int = 0
+  eval_split: str = 'val'
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+Watcher = Callable[[LossReading], Optional[Stop]]
+
+
+def enable_compilation_cache(cache_dir: str) -> None:
+  """JAX's persistent compilation cache in `cache_dir`, caching every compiled step."""
+  os.makedirs(cache_dir, exist_ok=True)
+  jax.config.update('jax_compilation_cache_dir', cache_dir)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def cross_entropy_nats(logits_BxTxV, targets_BxT):
+  """Per-token cross-entropy in nats (float32)."""
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits_BxTxV.astype(jnp.float32), targets_BxT.astype(jnp.int32))
+
+
+def bits_per_byte(total_nats: float, num_bytes: int) -> float:
+  """Bits per byte from summed nats over `num_bytes` one-byte tokens."""
+  return total_nats / (math.log(2) * num_bytes)
+
+
+def _loss_fn(graphdef, params, batch_BxT1):
+  logits = nnx.merge(graphdef, params)(batch_BxT1[:, :-1].astype(jnp.int32))
+  return jnp.mean(cross_entropy_nats(logits, batch_BxT1[:, 1:]))
+
+
+def make_train_step(graphdef, tx, optim_cfg: optim.OptimConfig, micro_batches: int):
+  """(params, opt_state, batch uint8 (B, T+1), progress) -> (params, opt_state, loss).
+  With micro_batches > 1 the gradient is accumulated over equal slices of the batch."""
+  grad_fn = jax.value_and_grad(lambda p, b: _loss_fn(graphdef, p, b))
+
+  def step(params, opt_state, batch, progress):
+    if micro_batches == 1:
+      loss, grads = grad_fn(params, batch)
+    else:
+      slices = batch.reshape(micro_batches, -1, batch.shape[-1])
+
+      def accumulate(carry, micro):
+        loss_sum, grad_sum = carry
+        loss, grads = grad_fn(params, micro)
+        return (loss_sum + loss, jax.tree_util.tree_map(jnp.add, grad_sum, grads)), None
+
+      zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+      (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros(()), zeros), slices)
+      loss = loss / micro_batches
+      grads = jax.tree_util.tree_map(lambda g: g / micro_batches, grads)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    updates = optim.scale_updates(updates, optim.lr_multiplier(progress, optim_cfg))
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_eval_step(graphdef):
+  """(params, inputs (N, T), targets (N, T), mask (N, T)) -> summed nats over the mask."""
+  def eval_step(params, inputs, targets, mask):
+    logits = nnx.merge(graphdef, params)(inputs.astype(jnp.int32))
+    return jnp.sum(jnp.where(mask, cross_entropy_nats(logits, targets), 0.0))
+  return jax.jit(eval_step)
+
+
+def _eval_batches(split: np.ndarray, num_bytes: int, seq_len: int, batch_tokens: int):
+  """The fixed evaluation windows, padded to whole batches of equal shape."""
+  inputs, targets, mask = data.eval_windows(split, num_bytes, seq_len)
+  per_batch = max(1, min(len(inputs), batch_tokens // seq_len))
+  pad = -len(inputs) % per_batch
+  if pad:
+    inputs, targets = (np.pad(a, ((0, pad), (0, 0))) for a in (inputs, targets))
+    mask = np.pad(mask, ((0, pad), (0, 0)))
+  n = len(inputs) // per_batch
+  shape = (n, per_batch, seq_len)
+  return inputs.reshape(shape), targets.reshape(shape), mask.reshape(shape)
+
+
+def run(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig,
+        watch: Optional[Watcher] = None, eval_split: str = 'val') -> TrialResult:
+  """Compile, train for `cfg.budget_seconds`, score; never raises for a bad genotype."""
+  start = time.perf_counter()
+  gid = genotype_lib.genotype_id(genotype) if _in_space(genotype) else 'invalid'
+  result = TrialResult(genotype_id=gid, genotype=dict(genotype), status='crash',
+                       device_kind=hardware.device_kind(),
+                       data_fingerprint=corpus.fingerprint, eval_split=eval_split)
+  try:
+    genotype_lib.check(genotype, cfg.max_params)
+    _train_and_score(genotype_lib.make(genotype), corpus, cfg, watch, eval_split, result)
+  except genotype_lib.InvalidGenotype as e:
+    result.status, result.reason = 'crash', f'invalid genotype: {e}'
+  except Exception as e:  # A bad genotype must never stop the search.
+    logging.warning('trial %s crashed:\n%s', gid, traceback.format_exc())
+    first_line = (str(e).strip().splitlines() or [''])[0][:300]
+    result.status, result.reason = 'crash', f'{type(e).__name__}: {first_line}'
+  result.total_seconds = time.perf_counter() - start
+  return result
+
+
+def _in_space(genotype) -> bool:
+  try:
+    genotype_lib.make(genotype)
+    return True
+  except genotype_lib.InvalidGenotype:
+    return False
+
+
+def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, eval_split, result):
+  model_cfg = genotype_lib.model_config(genotype, cfg.compute_dtype)
+  optim_cfg = genotype_lib.optim_config(genotype)
+  batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
+  micro = cfg.micro_batch_size or batch_size
+  if batch_size % micro:
+    raise genotype_lib.InvalidGenotype(
+        f'batch_size={batch_size} is not a multiple of micro_batch_size={micro}')
+
+  # Abstract shapes first, then compile everything before the clock starts.
+  compile_start = time.perf_counter()
+  graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: gpt.GPT(model_cfg, nnx.Rngs(0))))
+  tx = optim.build(optim_cfg, abstract_params)
+  init = jax.jit(lambda key: nnx.state(gpt.GPT(model_cfg, nnx.Rngs(key))))
+  params = init(jax.random.key(cfg.seed))
+  opt_state = jax.jit(tx.init)(params)
+  batch_spec = jax.ShapeDtypeStruct((batch_size, seq_len + 1), jnp.uint8)
+  progress_spec = jax.ShapeDtypeStruct((), jnp.float32)
+  train_step = make_train_step(graphdef, tx, optim_cfg, batch_size // micro).lower(
+      params, opt_state, batch_spec, progress_spec).compile()
+  split = corpus.val if eval_split == 'val' else corpus.test
+  eval_inputs, eval_targets, eval_mask = _eval_batches(
+      split, cfg.val_bytes, seq_len, cfg.eval_batch_tokens)
+  eval_step = make_eval_step(graphdef).lower(
+      params, eval_inputs[0], eval_targets[0], eval_mask[0]).compile()
+  result.compile_seconds = time.perf_counter() - compile_start
+  result.params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+
+  params, steps, stop = _train(train_step, params, opt_state, corpus.train, batch_size, seq_len,
+                               cfg, watch, result)
+  result.steps = steps
+  result.tokens = steps * batch_size * seq_len
+  if result.train_seconds > 0:
+    flops = gpt.flops_per_token(model_cfg) * result.tokens / result.train_seconds
+    result.mfu_percent = 100.0 * flops / hardware.peak_flops(cfg.compute_dtype)
+  if stop is not None:
+    result.status, result.reason, result.predicted_bpb = stop.status, stop.reason, stop.predicted_bpb
+    return
+
+  eval_start = time.perf_counter()
+  total_nats = 0.0
+  for i in range(len(eval_inputs)):
+    total_nats += float(eval_step(params, eval_inputs[i], eval_targets[i], eval_mask[i]))
+  result.eval_seconds = time.perf_counter() - eval_start
+  result.val_bytes_scored = int(eval_mask.sum())
+  result.val_bpb = bits_per_byte(total_nats, result.val_bytes_scored)
+  if not math.isfinite(result.val_bpb):
+    result.status, result.reason = 'crash', f'val_bpb is {result.val_bpb}'
+    return
+  result.status = 'ok'
+
+
+def _train(train_step, params, opt_state, train_split, batch_size, seq_len, cfg: TrialConfig,
+           watch, result):
+  """The budgeted loop. Returns (params, finished steps, Stop or None)."""
+  rng = np.random.default_rng(cfg.seed)
+  budget = cfg.budget_seconds
+  clock_start = time.perf_counter()
+  pending = None   # (step index, loss array): dispatched, not yet read
+  dispatched_steps = 0
+  stop = None
+  while True:
+    elapsed = time.perf_counter() - clock_start
+    previous, pending = pending, None
+    if elapsed < budget:
+      batch = data.sample_batch(rng, train_split, batch_size, seq_len)
+      params, opt_state, loss = train_step(params, opt_state, batch, np.float32(elapsed / budget))
+      dispatched_steps += 1
+      pending = (dispatched_steps, loss)
+    if previous is None:
+      if pending is None:
+        break
+      continue
+    step, loss_value = previous[0], float(previous[1])  # Waits for step t-1 only.
+    seconds = time.perf_counter() - clock_start
+    result.loss_curve.append([round(seconds, 4), step, loss_value])
+    result.final_train_loss = loss_value
+    stop = _check_loss(loss_value, step, cfg)
+    if stop is None and watch is not None:
+      stop = watch(LossReading(seconds, min(seconds / budget, 1.0), step, loss_value))
+    if stop is not None or pending is None:
+      break
+  jax.block_until_ready(params)
+  result.train_seconds = time.perf_counter() - clock_start
+  return params, dispatched_steps, stop
+
+
+def _check_loss(loss: float, step: int, cfg: TrialConfig) -> Optional[Stop]:
+  if not math.isfinite(loss):
+    return Stop(f'training loss is {loss} at step {step}', status='crash')
+  if loss > cfg.max_loss:
+    return Stop(f'training loss exploded to {loss:.2f} nats at step {step} '
+                f'(limit {cfg.max_loss:.2f})', status='crash')
+  return None

@@ -1,0 +1,77 @@
+"""Default configuration, sized for a 2-core CPU: a 60 s training budget per trial.
+
+Override any field from the command line, e.g.
+  python main.py --config=configs/default.py --config.trial.budget_seconds=30 \
+      --config.genotype.d_model=192
+"""
+
+import ml_collections
+
+
+def baseline_genotype() -> ml_collections.ConfigDict:
+  """A sound, deliberately ordinary recipe: the search's job is to improve on it."""
+  return ml_collections.ConfigDict(dict(
+      # Architecture.
+      n_layers=2,              # transformer blocks
+      d_model=128,             # residual width (channels)
+      n_heads=2,               # query heads (head_dim 64: XLA's CPU attention is faster at 64 than 32)
+      n_kv_heads=2,            # key/value heads; < n_heads is GQA
+      position='rope',         # 'rope' | 'learned'
+      rope_base=10000.0,       # RoPE frequency base
+      qk_norm=False,           # RMS-normalise queries and keys
+      window_pattern='L',      # per-layer attention pattern of S (short) and L (full); last layer always L
+      short_window=64,         # tokens seen by an S layer
+      value_embeds=False,      # gated value embeddings on alternating layers
+      activation='gelu',       # 'relu2' | 'gelu' | 'swiglu'
+      mlp_ratio=4.0,           # MLP width / d_model
+      norm='rms_scale',        # 'rms' | 'rms_scale' | 'layernorm'
+      residual_mix=False,      # learned mixing with the embedding stream
+      logit_softcap=0.0,       # tanh soft-cap of logits; 0 = off
+      tie_embeddings=False,    # lm head shares the embedding matrix
+      zero_init_proj=False,    # zero-init attention/MLP output projections
+      # Optimizer recipe.
+      optimizer='adamw',       # 'adamw' | 'muon' (Muon on hidden matrices)
+      matrix_lr=3e-3,          # AdamW LR of hidden matrices
+      muon_lr=0.02,            # Muon LR of hidden matrices (when optimizer='muon')
+      muon_momentum=0.95,      # Muon momentum
+      embed_lr=3e-3,           # AdamW LR of embeddings
+      head_lr=3e-3,            # AdamW LR of the lm head
+      scalar_lr=3e-3,          # AdamW LR of norm scales, gates and mixing scalars
+      beta1=0.9,               # AdamW beta1
+      beta2=0.95,              # AdamW beta2
+      weight_decay=0.0,        # decoupled weight decay of hidden matrices
+      grad_clip=1.0,           # global gradient-norm clip; 0 = off
+      warmup_frac=0.0,         # fraction of the budget warming up
+      warmdown_frac=0.3,       # fraction of the budget decaying the LR at the end
+      final_lr_frac=0.0,       # final LR as a fraction of the peak
+      # Batch.
+      batch_size=16,           # sequences per optimizer step
+      seq_len=128,             # tokens (bytes) per sequence
+  ))
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  config.data = ml_collections.ConfigDict(dict(
+      source='pystdlib',       # 'pystdlib' (no download) | 'text' | 'enwik8'
+      path='',                 # file or folder of UTF-8 text, for source='text'
+      cache_dir='',            # enwik8 download cache; '' = ~/.cache/autoresearch
+      val_fraction=0.05,       # share of documents in val (hash of the path)
+      test_fraction=0.05,      # share of documents in test
+  ))
+
+  config.trial = ml_collections.ConfigDict(dict(
+      budget_seconds=60.0,     # training seconds per trial; compile and eval excluded
+      val_bytes=262_144,       # bytes of the val split scored (same for every genotype)
+      eval_batch_tokens=16_384,  # tokens per evaluation batch (memory only)
+      max_params=20_000_000,   # parameter cap: larger genotypes are refused
+      max_loss=16.6,           # nats; a training loss above this ends the trial as a crash
+      micro_batch_size=0,      # sequences per forward/backward (grad accumulation); 0 = batch
+      compute_dtype='float32',  # activation dtype: 'float32' | 'bfloat16'
+      seed=0,                  # init and batch-sampling seed
+  ))
+
+  config.genotype = baseline_genotype()
+  config.genotype_json = ''    # optional JSON file of gene: value, applied over config.genotype
+  return config

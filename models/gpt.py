@@ -1,0 +1,331 @@
+"""A decoder-only byte-level GPT in Flax NNX, every architecture choice a switch.
+
+The model is built from a frozen `GPTConfig`; this module holds modules only (no
+losses, no optimizers, no ml_collections). The switches mirror the baseline
+`train.py` of karpathy/autoresearch (itself from modded-nanogpt / nanochat):
+GQA, RoPE or learned positions, QK-norm, a per-layer short/long attention window
+pattern, value embeddings on alternating layers, relu^2 / gelu / swiglu MLPs,
+three norms, residual mixing with the embedding stream, logit soft-capping, tied
+embeddings and zero-initialised output projections.
+
+Shape suffixes: B batch, T time, D d_model, H query heads, K kv heads, E head dim,
+F MLP hidden width, V vocabulary.
+
+Every hidden weight is a 2-D matrix (fan_in, fan_out) so that Muon applies to it
+unchanged; `param_group` names the optimizer group of each parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+ACTIVATIONS = ('relu2', 'gelu', 'swiglu')
+NORMS = ('rms', 'rms_scale', 'layernorm')
+POSITIONS = ('rope', 'learned')
+
+
+@dataclasses.dataclass(frozen=True)
+class GPTConfig:
+  """Architecture of the GPT. Validity is checked in `validate`."""
+
+  vocab_size: int = 256        # tokens; bytes
+  seq_len: int = 256           # tokens per sequence (context length)
+  n_layers: int = 2            # transformer blocks
+  d_model: int = 128           # residual stream width
+  n_heads: int = 2             # query heads
+  n_kv_heads: int = 2          # key/value heads (GQA when < n_heads; MQA when 1)
+  position: str = 'rope'       # 'rope' or 'learned' absolute positions
+  rope_base: float = 10000.0   # RoPE frequency base
+  qk_norm: bool = False        # RMS-normalise queries and keys per head
+  window_pattern: str = 'L'    # per-layer pattern, tiled: S = short window, L = full
+  short_window: int = 64       # tokens a short-window layer attends to (incl. itself)
+  value_embeds: bool = False   # value embeddings on alternating layers, gated
+  activation: str = 'gelu'     # MLP activation: relu2 | gelu | swiglu
+  mlp_ratio: float = 4.0       # MLP hidden width / d_model
+  norm: str = 'rms_scale'      # rms (no parameters) | rms_scale | layernorm
+  residual_mix: bool = False   # x <- lambda_res * x + lambda_0 * x0 before each block
+  logit_softcap: float = 0.0   # cap * tanh(logits / cap); 0 disables
+  tie_embeddings: bool = False  # lm head reuses the token embedding
+  zero_init_proj: bool = False  # zero-init attention and MLP output projections
+  compute_dtype: str = 'float32'  # activations dtype; parameters stay float32
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.n_heads
+
+  @property
+  def mlp_hidden(self) -> int:
+    return max(1, int(round(self.d_model * self.mlp_ratio)))
+
+  def layer_windows(self) -> tuple[int, ...]:
+    """Attention window per layer in tokens; the pattern is tiled over the layers and
+    the last layer is always full, so the output sees the whole context."""
+    windows = []
+    for i in range(self.n_layers):
+      kind = self.window_pattern[i % len(self.window_pattern)]
+      full = kind == 'L' or i == self.n_layers - 1
+      windows.append(self.seq_len if full else self.short_window)
+    return tuple(windows)
+
+  def value_embed_layers(self) -> tuple[int, ...]:
+    """Layers with value embeddings: every other layer, counted back from the last."""
+    if not self.value_embeds:
+      return ()
+    return tuple(i for i in range(self.n_layers) if (self.n_layers - 1 - i) % 2 == 0)
+
+
+def validate(cfg: GPTConfig) -> None:
+  """Raises ValueError with the reason when `cfg` cannot be built."""
+  checks = [
+      (cfg.n_layers >= 1, f'n_layers={cfg.n_layers} must be >= 1'),
+      (cfg.n_heads >= 1 and cfg.d_model % cfg.n_heads == 0,
+       f'n_heads={cfg.n_heads} must divide d_model={cfg.d_model}'),
+      (cfg.n_kv_heads >= 1 and cfg.n_heads % cfg.n_kv_heads == 0,
+       f'n_kv_heads={cfg.n_kv_heads} must divide n_heads={cfg.n_heads}'),
+      (cfg.position in POSITIONS, f'position={cfg.position!r} not in {POSITIONS}'),
+      (cfg.position != 'rope' or cfg.head_dim % 2 == 0,
+       f'RoPE needs an even head_dim, got {cfg.head_dim}'),
+      (cfg.activation in ACTIVATIONS, f'activation={cfg.activation!r} not in {ACTIVATIONS}'),
+      (cfg.norm in NORMS, f'norm={cfg.norm!r} not in {NORMS}'),
+      (bool(cfg.window_pattern) and set(cfg.window_pattern) <= {'S', 'L'},
+       f'window_pattern={cfg.window_pattern!r} must be a non-empty string of S and L'),
+      ('S' not in cfg.window_pattern or 1 <= cfg.short_window <= cfg.seq_len,
+       f'short_window={cfg.short_window} must be in [1, seq_len={cfg.seq_len}]'),
+      (cfg.logit_softcap >= 0, f'logit_softcap={cfg.logit_softcap} must be >= 0'),
+      (cfg.mlp_ratio > 0, f'mlp_ratio={cfg.mlp_ratio} must be > 0'),
+  ]
+  for ok, reason in checks:
+    if not ok:
+      raise ValueError(reason)
+
+
+def _normal(std: float):
+  return nnx.initializers.normal(stddev=std)
+
+
+class Norm(nnx.Module):
+  """RMSNorm without parameters, RMSNorm with a scale, or LayerNorm."""
+
+  def __init__(self, kind: str, dim: int):
+    self.kind = kind
+    self.scale = nnx.Param(jnp.ones((dim,))) if kind != 'rms' else None
+    self.bias = nnx.Param(jnp.zeros((dim,))) if kind == 'layernorm' else None
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    if self.kind == 'layernorm':
+      x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + 1e-6)
+    if self.scale is not None:
+      y = y * self.scale[...]
+    if self.bias is not None:
+      y = y + self.bias[...]
+    return y.astype(x.dtype)
+
+
+def rms_normalize(x):
+  x32 = x.astype(jnp.float32)
+  return (x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), -1, keepdims=True) + 1e-6)).astype(x.dtype)
+
+
+def rope(x_BxNxTxE, base: float):
+  """Rotary position embedding (rotating halves) over the time axis."""
+  t_len, dim = x_BxNxTxE.shape[-2], x_BxNxTxE.shape[-1]
+  inv_freq = 1.0 / (base ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+  angles_TxE2 = jnp.arange(t_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+  cos, sin = jnp.cos(angles_TxE2), jnp.sin(angles_TxE2)
+  x1, x2 = jnp.split(x_BxNxTxE.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+  return out.astype(x_BxNxTxE.dtype)
+
+
+def attention_mask(t_len: int, window: int):
+  """Boolean (T, T): query t sees keys s with 0 <= t - s < window."""
+  delta = jnp.arange(t_len)[:, None] - jnp.arange(t_len)[None, :]
+  return (delta >= 0) & (delta < window)
+
+
+class Linear(nnx.Module):
+  """y = x @ W with W of shape (fan_in, fan_out); no bias (as in the reference recipes)."""
+
+  def __init__(self, fan_in: int, fan_out: int, std: float, dtype, rngs: nnx.Rngs):
+    init = nnx.initializers.zeros if std == 0 else _normal(std)
+    self.kernel = nnx.Param(init(rngs.params(), (fan_in, fan_out), jnp.float32))
+    self.dtype = dtype
+
+  def __call__(self, x):
+    return jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+
+
+class Attention(nnx.Module):
+
+  def __init__(self, cfg: GPTConfig, window: int, value_embed: bool, rngs: nnx.Rngs):
+    dtype = jnp.dtype(cfg.compute_dtype)
+    d, e = cfg.d_model, cfg.head_dim
+    std = d ** -0.5
+    self.cfg, self.window = cfg, window
+    self.q = Linear(d, cfg.n_heads * e, std, dtype, rngs)
+    self.k = Linear(d, cfg.n_kv_heads * e, std, dtype, rngs)
+    self.v = Linear(d, cfg.n_kv_heads * e, std, dtype, rngs)
+    self.o = Linear(cfg.n_heads * e, d, 0.0 if cfg.zero_init_proj else (cfg.n_heads * e) ** -0.5,
+                    dtype, rngs)
+    # Gate of the value embedding: one scalar per kv head, 2*sigmoid(0) = 1 at init.
+    self.ve_gate = Linear(d, cfg.n_kv_heads, 0.0, dtype, rngs) if value_embed else None
+
+  def __call__(self, x_BxTxD, ve_BxTxKE=None):
+    cfg = self.cfg
+    b, t, _ = x_BxTxD.shape
+    h, k, e = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    q_BxHxTxE = self.q(x_BxTxD).reshape(b, t, h, e).transpose(0, 2, 1, 3)
+    k_BxKxTxE = self.k(x_BxTxD).reshape(b, t, k, e).transpose(0, 2, 1, 3)
+    v_BxTxKxE = self.v(x_BxTxD).reshape(b, t, k, e)
+    if self.ve_gate is not None:
+      gate_BxTxK = 2.0 * jax.nn.sigmoid(self.ve_gate(x_BxTxD))
+      v_BxTxKxE = v_BxTxKxE + gate_BxTxK[..., None] * ve_BxTxKE.reshape(b, t, k, e)
+    v_BxKxTxE = v_BxTxKxE.transpose(0, 2, 1, 3)
+    if cfg.qk_norm:
+      q_BxHxTxE, k_BxKxTxE = rms_normalize(q_BxHxTxE), rms_normalize(k_BxKxTxE)
+    if cfg.position == 'rope':
+      q_BxHxTxE = rope(q_BxHxTxE, cfg.rope_base)
+      k_BxKxTxE = rope(k_BxKxTxE, cfg.rope_base)
+    # Group query heads by their kv head: (B, K, G, T, E) with G = H / K.
+    g = h // k
+    q_BxKxGxTxE = q_BxHxTxE.reshape(b, k, g, t, e)
+    scores = jnp.einsum('bkgte,bkse->bkgts', q_BxKxGxTxE, k_BxKxTxE,
+                        preferred_element_type=jnp.float32) * (e ** -0.5)
+    scores = jnp.where(attention_mask(t, self.window), scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxKxTxE.dtype)
+    out_BxKxGxTxE = jnp.einsum('bkgts,bkse->bkgte', probs, v_BxKxTxE)
+    out_BxTxHE = out_BxKxGxTxE.reshape(b, h, t, e).transpose(0, 2, 1, 3).reshape(b, t, h * e)
+    return self.o(out_BxTxHE)
+
+
+class MLP(nnx.Module):
+
+  def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
+    dtype = jnp.dtype(cfg.compute_dtype)
+    d, f = cfg.d_model, cfg.mlp_hidden
+    self.activation = cfg.activation
+    self.up = Linear(d, f, d ** -0.5, dtype, rngs)
+    self.gate = Linear(d, f, d ** -0.5, dtype, rngs) if cfg.activation == 'swiglu' else None
+    self.down = Linear(f, d, 0.0 if cfg.zero_init_proj else f ** -0.5, dtype, rngs)
+
+  def __call__(self, x_BxTxD):
+    h_BxTxF = self.up(x_BxTxD)
+    if self.activation == 'relu2':
+      h_BxTxF = jnp.square(jax.nn.relu(h_BxTxF))
+    elif self.activation == 'gelu':
+      h_BxTxF = jax.nn.gelu(h_BxTxF)
+    else:
+      h_BxTxF = jax.nn.silu(self.gate(x_BxTxD)) * h_BxTxF
+    return self.down(h_BxTxF)
+
+
+class Block(nnx.Module):
+
+  def __init__(self, cfg: GPTConfig, window: int, value_embed: bool, rngs: nnx.Rngs):
+    self.attn_norm = Norm(cfg.norm, cfg.d_model)
+    self.attn = Attention(cfg, window, value_embed, rngs)
+    self.mlp_norm = Norm(cfg.norm, cfg.d_model)
+    self.mlp = MLP(cfg, rngs)
+
+  def __call__(self, x_BxTxD, ve_BxTxKE=None):
+    x_BxTxD = x_BxTxD + self.attn(self.attn_norm(x_BxTxD), ve_BxTxKE)
+    return x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD))
+
+
+class GPT(nnx.Module):
+  """tokens (B, T) int -> logits (B, T, V) float32."""
+
+  def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
+    validate(cfg)
+    self.cfg = cfg
+    d, v = cfg.d_model, cfg.vocab_size
+    # The embedding is normalised before use, so its scale only matters when tied.
+    embed_std = d ** -0.5 if cfg.tie_embeddings else 1.0
+    self.embed = nnx.Param(_normal(embed_std)(rngs.params(), (v, d), jnp.float32))
+    self.pos_embed = (nnx.Param(_normal(0.02)(rngs.params(), (cfg.seq_len, d), jnp.float32))
+                      if cfg.position == 'learned' else None)
+    ve_layers = cfg.value_embed_layers()
+    kv_width = cfg.n_kv_heads * cfg.head_dim
+    self.value_embed = nnx.Dict({
+        str(i): nnx.Param(_normal(1.0)(rngs.params(), (v, kv_width), jnp.float32))
+        for i in ve_layers})
+    self.blocks = nnx.List([Block(cfg, w, i in ve_layers, rngs)
+                            for i, w in enumerate(cfg.layer_windows())])
+    if cfg.residual_mix:
+      # Learned per-layer mixing with the embedding stream (modded-nanogpt's x0 skip).
+      self.lambda_res = nnx.Param(jnp.ones((cfg.n_layers,)))
+      self.lambda_0 = nnx.Param(jnp.full((cfg.n_layers,), 0.1))
+    else:
+      self.lambda_res = self.lambda_0 = None
+    self.final_norm = Norm(cfg.norm, d)
+    self.lm_head = (None if cfg.tie_embeddings else
+                    nnx.Param(_normal(d ** -0.5)(rngs.params(), (d, v), jnp.float32)))
+
+  def __call__(self, tokens_BxT):
+    cfg = self.cfg
+    dtype = jnp.dtype(cfg.compute_dtype)
+    t = tokens_BxT.shape[1]
+    x_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0)
+    if self.pos_embed is not None:
+      x_BxTxD = x_BxTxD + self.pos_embed[...][:t][None]
+    x_BxTxD = rms_normalize(x_BxTxD).astype(dtype)
+    x0_BxTxD = x_BxTxD
+    for i, block in enumerate(self.blocks):
+      if self.lambda_res is not None:
+        x_BxTxD = (self.lambda_res[...][i] * x_BxTxD + self.lambda_0[...][i] * x0_BxTxD).astype(dtype)
+      ve = None
+      if str(i) in self.value_embed:
+        ve = jnp.take(self.value_embed[str(i)][...], tokens_BxT, axis=0).astype(dtype)
+      x_BxTxD = block(x_BxTxD, ve)
+    x_BxTxD = self.final_norm(x_BxTxD)
+    head_DxV = self.embed[...].T if self.lm_head is None else self.lm_head[...]
+    logits_BxTxV = jnp.dot(x_BxTxD.astype(dtype), head_DxV.astype(dtype),
+                           preferred_element_type=jnp.float32)
+    if cfg.logit_softcap > 0:
+      logits_BxTxV = cfg.logit_softcap * jnp.tanh(logits_BxTxV / cfg.logit_softcap)
+    return logits_BxTxV
+
+
+def param_group(path: tuple) -> str:
+  """Optimizer group of the parameter at `path` (keys from `nnx.State.flat_state()`):
+  'embed' (token, position and value embeddings), 'head' (lm head), 'matrix' (hidden
+  2-D weights, Muon's domain) or 'scalar' (norm scales, biases, gates' mixing scalars)."""
+  names = [str(getattr(p, 'key', p)) for p in path]
+  if names[0] in ('embed', 'pos_embed', 'value_embed'):
+    return 'embed'
+  if names[0] == 'lm_head':
+    return 'head'
+  if names[-1] == 'kernel' and 've_gate' not in names:
+    return 'matrix'
+  return 'scalar'
+
+
+def count_params(cfg: GPTConfig) -> int:
+  """Number of parameters, from abstract shapes (no memory allocated)."""
+  abstract = nnx.eval_shape(lambda: GPT(cfg, nnx.Rngs(0)))
+  leaves = jax.tree_util.tree_leaves(nnx.state(abstract, nnx.Param))
+  return int(sum(math.prod(x.shape) for x in leaves))
+
+
+def flops_per_token(cfg: GPTConfig) -> float:
+  """Training FLOPs per token (forward + backward = 3x forward), matmuls only:
+  6 x (matmul parameters) plus attention scores and values over the visible keys
+  (each layer's mean window, causal halving included)."""
+  d, e, h, k = cfg.d_model, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
+  per_layer = d * h * e + 2 * d * k * e + h * e * d
+  per_layer += (3 if cfg.activation == 'swiglu' else 2) * d * cfg.mlp_hidden
+  matmul_params = cfg.n_layers * per_layer + d * cfg.vocab_size
+  attn = 0.0
+  for w in cfg.layer_windows():
+    # Mean number of keys a query sees under a causal window w over seq_len positions.
+    t = cfg.seq_len
+    mean_keys = (sum(min(i + 1, w) for i in range(t))) / t
+    attn += 2 * 2 * h * e * mean_keys  # QK^T and PV, 2 FLOPs per multiply-add
+  return 6.0 * matmul_params + 3.0 * attn
