@@ -3,10 +3,12 @@
   python main.py --config=configs/default.py [--workdir=runs/default] [--mode=trial]
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from autoresearch import modes
+import sys
+
+from autoresearch import data, genotype, modes
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/default.py', 'Configuration file.')
@@ -18,7 +20,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   modes.log_devices()
-  modes.MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+  try:
+    modes.MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+  except (data.DataError, genotype.InvalidGenotype) as e:
+    sys.exit(f'autoresearch: {e}')
 
 
 if __name__ == '__main__':

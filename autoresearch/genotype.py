@@ -52,7 +52,7 @@ GENES: tuple[Gene, ...] = (
     # Optimizer recipe.
     Gene('optimizer', ('adamw', 'muon'), 'optim'),
     Gene('matrix_lr', _LR, 'optim'),
-    Gene('muon_lr', (0.005, 0.01, 0.02, 0.03, 0.05, 0.08), 'optim'),
+    Gene('muon_lr', (0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.08), 'optim'),
     Gene('muon_momentum', (0.85, 0.9, 0.95, 0.98), 'optim'),
     Gene('embed_lr', _LR + (0.3, 0.6), 'optim'),
     Gene('head_lr', _LR, 'optim'),

@@ -121,10 +121,11 @@ class Norm(nnx.Module):
     if self.kind == 'layernorm':
       x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
     y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + 1e-6)
+    lead = (1,) * (y.ndim - 1)  # explicit broadcasting (rank promotion stays strict)
     if self.scale is not None:
-      y = y * self.scale[...]
+      y = y * self.scale[...].reshape(lead + (-1,))
     if self.bias is not None:
-      y = y + self.bias[...]
+      y = y + self.bias[...].reshape(lead + (-1,))
     return y.astype(x.dtype)
 
 
@@ -138,10 +139,18 @@ def rope(x_BxNxTxE, base: float):
   t_len, dim = x_BxNxTxE.shape[-2], x_BxNxTxE.shape[-1]
   inv_freq = 1.0 / (base ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
   angles_TxE2 = jnp.arange(t_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]
-  cos, sin = jnp.cos(angles_TxE2), jnp.sin(angles_TxE2)
+  cos, sin = jnp.cos(angles_TxE2)[None, None], jnp.sin(angles_TxE2)[None, None]
   x1, x2 = jnp.split(x_BxNxTxE.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
   return out.astype(x_BxNxTxE.dtype)
+
+
+def lookup(table_VxC, tokens):
+  """Rows of `table` for int tokens (B, T), or the mixture for one-hot / soft tokens
+  (B, T, V) floats: the latter makes the output differentiable in its input."""
+  if jnp.issubdtype(tokens.dtype, jnp.integer):
+    return jnp.take(table_VxC, tokens, axis=0)
+  return jnp.einsum('btv,vc->btc', tokens, table_VxC)
 
 
 def attention_mask(t_len: int, window: int):
@@ -198,7 +207,8 @@ class Attention(nnx.Module):
     q_BxKxGxTxE = q_BxHxTxE.reshape(b, k, g, t, e)
     scores = jnp.einsum('bkgte,bkse->bkgts', q_BxKxGxTxE, k_BxKxTxE,
                         preferred_element_type=jnp.float32) * (e ** -0.5)
-    scores = jnp.where(attention_mask(t, self.window), scores, jnp.finfo(jnp.float32).min)
+    mask_1x1x1xTxT = attention_mask(t, self.window)[None, None, None]
+    scores = jnp.where(mask_1x1x1xTxT, scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_BxKxTxE.dtype)
     out_BxKxGxTxE = jnp.einsum('bkgts,bkse->bkgte', probs, v_BxKxTxE)
     out_BxTxHE = out_BxKxGxTxE.reshape(b, h, t, e).transpose(0, 2, 1, 3).reshape(b, t, h * e)
@@ -240,7 +250,7 @@ class Block(nnx.Module):
 
 
 class GPT(nnx.Module):
-  """tokens (B, T) int -> logits (B, T, V) float32."""
+  """tokens (B, T) int, or (B, T, V) one-hot floats -> logits (B, T, V) float32."""
 
   def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
     validate(cfg)
@@ -272,7 +282,7 @@ class GPT(nnx.Module):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.compute_dtype)
     t = tokens_BxT.shape[1]
-    x_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0)
+    x_BxTxD = lookup(self.embed[...], tokens_BxT)
     if self.pos_embed is not None:
       x_BxTxD = x_BxTxD + self.pos_embed[...][:t][None]
     x_BxTxD = rms_normalize(x_BxTxD).astype(dtype)
@@ -282,7 +292,7 @@ class GPT(nnx.Module):
         x_BxTxD = (self.lambda_res[...][i] * x_BxTxD + self.lambda_0[...][i] * x0_BxTxD).astype(dtype)
       ve = None
       if str(i) in self.value_embed:
-        ve = jnp.take(self.value_embed[str(i)][...], tokens_BxT, axis=0).astype(dtype)
+        ve = lookup(self.value_embed[str(i)][...], tokens_BxT).astype(dtype)
       x_BxTxD = block(x_BxTxD, ve)
     x_BxTxD = self.final_norm(x_BxTxD)
     head_DxV = self.embed[...].T if self.lm_head is None else self.lm_head[...]

@@ -1,0 +1,192 @@
+"""The trial runner: scoring, budget, crashes, watchers, and the CLI end to end."""
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from autoresearch import data, genotype as genotype_lib, modes, optim, trial
+from configs import tiny
+from models import gpt
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def corpus():
+  return data.load_corpus('pystdlib')
+
+
+@pytest.fixture
+def tiny_setup():
+  config = tiny.get_config()
+  return genotype_lib.from_config(config), modes.trial_config(config)
+
+
+def test_uniform_logits_score_exactly_eight_bits_per_byte(corpus):
+  cfg = gpt.GPTConfig(seq_len=32, n_layers=1, d_model=32, n_heads=2)
+  graphdef, params = nnx.split(gpt.GPT(cfg, nnx.Rngs(0)))
+  params['lm_head'].set_value(jnp.zeros_like(params['lm_head'].get_value()))  # all logits 0
+  inputs, targets, mask = trial._eval_batches(corpus.val, 5_000, cfg.seq_len, 1_024)
+  eval_step = trial.make_eval_step(graphdef)
+  nats = sum(float(eval_step(params, inputs[i], targets[i], mask[i])) for i in range(len(inputs)))
+  assert int(mask.sum()) == 5_000
+  # float32 per-token log(256) summed over 5,000 bytes: relative error well under 1e-6.
+  assert trial.bits_per_byte(nats, 5_000) == pytest.approx(8.0, rel=1e-6)
+
+
+def test_tiny_trial_learns_within_its_budget(corpus, tiny_setup):
+  genotype, cfg = tiny_setup
+  readings = []
+  result = trial.run(genotype, corpus, cfg, watch=lambda r: readings.append(r))
+  assert result.status == 'ok', result.reason
+  assert result.train_seconds >= cfg.budget_seconds
+  assert result.steps == len(readings)  # every finished step was read and watched
+  assert result.steps > 5 and result.tokens == result.steps * 4 * 32
+  assert [r.step for r in readings] == list(range(1, len(readings) + 1))
+  assert all(0 < r.progress <= 1 for r in readings)
+  assert result.loss_curve[-1][2] < result.loss_curve[0][2]
+  assert result.val_bpb < 8.0 and result.val_bytes_scored == cfg.val_bytes
+  assert result.params == gpt.count_params(genotype_lib.model_config(genotype))
+  assert result.compile_seconds > 0 and result.eval_seconds > 0 and result.mfu_percent > 0
+  assert result.data_fingerprint == corpus.fingerprint
+  assert result.genotype_id == genotype_lib.genotype_id(genotype)
+
+
+def test_every_sequence_length_scores_the_same_bytes(corpus, tiny_setup):
+  genotype, cfg = tiny_setup
+  cfg = dataclasses.replace(cfg, budget_seconds=0.0)
+  scored = set()
+  for seq_len in (32, 64, 256):
+    result = trial.run(dict(genotype, seq_len=seq_len), corpus, cfg)
+    assert result.status == 'ok', result.reason
+    scored.add(result.val_bytes_scored)
+  assert scored == {cfg.val_bytes}
+
+
+def test_untrained_model_scores_near_uniform(corpus, tiny_setup):
+  genotype, cfg = tiny_setup
+  result = trial.run(genotype, corpus, dataclasses.replace(cfg, budget_seconds=0.0))
+  assert result.steps == 0 and 7.0 < result.val_bpb < 10.0
+
+
+def test_nan_loss_is_a_crash_not_an_exception(corpus, tiny_setup, monkeypatch):
+  genotype, cfg = tiny_setup
+  real_loss = trial._loss_fn
+  monkeypatch.setattr(trial, '_loss_fn', lambda g, p, b: real_loss(g, p, b) * jnp.nan)
+  result = trial.run(genotype, corpus, cfg)
+  assert result.status == 'crash' and 'nan' in result.reason and result.val_bpb is None
+  assert result.steps <= 2  # stopped at once, not after the budget
+  assert result.train_seconds < cfg.budget_seconds
+
+
+def test_a_genuinely_diverging_recipe_crashes(corpus, tiny_setup):
+  # Tied embeddings under learning rates far beyond the sane range, no clipping: the
+  # loss explodes past the limit within a few steps (at step 6 with this seed).
+  genotype, cfg = tiny_setup
+  wild = dict(genotype, tie_embeddings=True, embed_lr=0.6, head_lr=0.1, matrix_lr=0.1,
+              grad_clip=0.0, warmdown_frac=0.0, beta1=0.95, beta2=0.999)
+  result = trial.run(wild, corpus, cfg)
+  assert result.status == 'crash', (result.status, result.final_train_loss)
+  assert 'exploded' in result.reason or 'nan' in result.reason
+  assert result.val_bpb is None and result.train_seconds < cfg.budget_seconds
+
+
+def test_invalid_genotype_is_a_crash_with_its_reason(corpus, tiny_setup):
+  genotype, cfg = tiny_setup
+  result = trial.run(dict(genotype, n_heads=3), corpus, cfg)
+  assert result.status == 'crash' and 'must divide d_model' in result.reason
+  result = trial.run(dict(genotype, d_model=33), corpus, cfg)
+  assert result.status == 'crash' and 'is not one of' in result.reason
+  assert result.genotype_id == 'invalid'
+
+
+def test_compile_failure_is_a_crash(corpus, tiny_setup, monkeypatch):
+  genotype, cfg = tiny_setup
+
+  def broken(*args, **kwargs):
+    raise RuntimeError('RESOURCE_EXHAUSTED: out of memory while compiling')
+
+  monkeypatch.setattr(trial, 'make_train_step', broken)
+  result = trial.run(genotype, corpus, cfg)
+  assert result.status == 'crash' and 'RESOURCE_EXHAUSTED' in result.reason
+
+
+def test_watcher_can_stop_the_trial(corpus, tiny_setup):
+  genotype, cfg = tiny_setup
+
+  def stop_at_step_3(reading):
+    if reading.step == 3:
+      return trial.Stop('hopeless', predicted_bpb=3.5)
+    return None
+
+  result = trial.run(genotype, corpus, dataclasses.replace(cfg, budget_seconds=30.0),
+                     watch=stop_at_step_3)
+  assert (result.status, result.reason, result.predicted_bpb) == ('aborted', 'hopeless', 3.5)
+  assert result.val_bpb is None and result.eval_seconds == 0.0
+  assert result.steps in (3, 4)  # step 4 was already dispatched when step 3 was read
+  assert result.train_seconds < 30.0
+
+
+def test_micro_batches_match_the_full_batch(tiny_setup):
+  genotype, _ = tiny_setup
+  model_cfg = genotype_lib.model_config(genotype)
+  optim_cfg = genotype_lib.optim_config(genotype)
+  batch = np.random.default_rng(0).integers(0, 256, (4, model_cfg.seq_len + 1), dtype=np.uint8)
+  outputs = []
+  for micro in (1, 2, 4):
+    graphdef, params = nnx.split(gpt.GPT(model_cfg, nnx.Rngs(0)))
+    tx = optim.build(optim_cfg, params)
+    step = trial.make_train_step(graphdef, tx, optim_cfg, micro)
+    params, _, loss = step(params, tx.init(params), batch, np.float32(0.0))
+    outputs.append((float(loss), jax.tree_util.tree_leaves(params)))
+  for loss, leaves in outputs[1:]:
+    # Same math, summed in a different order: float32 rounding only.
+    assert loss == pytest.approx(outputs[0][0], rel=1e-5)
+    for a, b in zip(leaves, outputs[0][1]):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_persistent_compilation_cache_is_written(corpus, tiny_setup, tmp_path):
+  genotype, cfg = tiny_setup
+  cache = tmp_path / 'jax_cache'
+  trial.enable_compilation_cache(str(cache))
+  try:
+    trial.run(genotype, corpus, dataclasses.replace(cfg, budget_seconds=0.0, seed=123))
+    assert any(cache.iterdir())
+  finally:
+    jax.config.update('jax_compilation_cache_dir', None)
+
+
+def test_main_runs_a_tiny_trial_end_to_end(tmp_path):
+  workdir = tmp_path / 'work'
+  proc = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/tiny.py', f'--workdir={workdir}',
+       '--mode=trial', '--config.trial.budget_seconds=1.5'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = dict(line.split(': ', 1) for line in proc.stdout.splitlines() if ': ' in line)
+  for key in ('val_bpb', 'status', 'train_seconds', 'compile_seconds', 'total_seconds', 'steps',
+              'tokens_M', 'params_M', 'mfu_percent', 'unigram_entropy_bpb'):
+    assert key in lines, proc.stdout
+  assert lines['status'] == 'ok'
+  assert 0 < float(lines['val_bpb']) < 8.0 and math.isfinite(float(lines['val_bpb']))
+  assert float(lines['train_seconds']) >= 1.5 and int(lines['steps']) > 0
+  assert (workdir / 'trial.json').exists() and (workdir / 'jax_cache').is_dir()
+  assert 'step' in proc.stderr and 'tok/s' in proc.stderr  # progress while it trained
+
+
+def test_main_reports_a_bad_data_path_clearly(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/tiny.py', f'--workdir={tmp_path}',
+       '--config.data.source=text', f'--config.data.path={tmp_path}/missing.txt'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert 'missing.txt' in proc.stderr
