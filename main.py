@@ -1,19 +1,21 @@
 """autoresearch entry point.
 
-  python main.py --config=configs/default.py [--workdir=runs/default] [--mode=trial]
+  python main.py --config=configs/default.py [--workdir=runs/default] [--mode=search|trial]
 """
+
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-import sys
+from autoresearch import data, genotype, modes, search
 
-from autoresearch import data, genotype, modes
+MODES = {'search': search.run, 'trial': modes.run_trial}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/default.py', 'Configuration file.')
 flags.DEFINE_string('workdir', 'runs/default', 'Folder for results, caches and checkpoints.')
-flags.DEFINE_enum('mode', 'trial', list(modes.MODES), 'What to run.')
+flags.DEFINE_enum('mode', 'search', list(MODES), 'What to run.')
 
 
 def main(argv):
@@ -21,7 +23,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   modes.log_devices()
   try:
-    modes.MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
+    MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
   except (data.DataError, genotype.InvalidGenotype) as e:
     sys.exit(f'autoresearch: {e}')
 

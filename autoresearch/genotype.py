@@ -17,6 +17,8 @@ import hashlib
 import json
 from typing import Any, Mapping
 
+import numpy as np
+
 from autoresearch import optim
 from models import gpt
 
@@ -69,6 +71,9 @@ GENES: tuple[Gene, ...] = (
     Gene('seq_len', (32, 64, 128, 256, 512, 1024, 2048), 'train'),
 )
 GENE_BY_NAME: dict[str, Gene] = {g.name: g for g in GENES}
+N_GENES = len(GENES)
+MAX_VALUES = max(len(g.values) for g in GENES)
+GENOME_DIM = sum(len(g.values) for g in GENES) + N_GENES  # one-hot + ordinal per gene
 
 Genotype = Mapping[str, Any]
 """A genotype is a read-only mapping gene name -> value; see `make`."""
@@ -186,3 +191,74 @@ def is_valid(genotype: Genotype, max_params: int = 0) -> tuple[bool, str]:
   except InvalidGenotype as e:
     return False, str(e)
   return True, ''
+
+
+# --- Edits: one gene set to another value of its set. ---------------------------------
+
+
+def is_active(genotype: Genotype, name: str) -> bool:
+  """Whether gene `name` changes the trained recipe, given the other genes (e.g. the
+  Muon learning rate does nothing under AdamW). Edits of inactive genes are no-ops."""
+  g = genotype
+  return {
+      'muon_lr': g['optimizer'] == 'muon',
+      'muon_momentum': g['optimizer'] == 'muon',
+      'matrix_lr': g['optimizer'] == 'adamw',
+      'rope_base': g['position'] == 'rope',
+      'short_window': 'S' in g['window_pattern'] and g['n_layers'] > 1,
+      'final_lr_frac': g['warmdown_frac'] > 0,
+  }.get(name, True)
+
+
+def value_index(genotype: Genotype, name: str) -> int:
+  return GENE_BY_NAME[name].values.index(genotype[name])
+
+
+def apply_edit(genotype: Genotype, gene_index: int, value_index_: int) -> dict[str, Any]:
+  """A copy of `genotype` with gene `gene_index` set to its value `value_index_`."""
+  gene = GENES[gene_index]
+  if not 0 <= value_index_ < len(gene.values):
+    raise InvalidGenotype(f'{gene.name} has no value #{value_index_}')
+  return dict(genotype, **{gene.name: gene.values[value_index_]})
+
+
+def describe_edit(genotype: Genotype, gene_index: int, value_index_: int) -> str:
+  """'n_layers 2->3': the edit as karpathy/autoresearch's ledger describes a change."""
+  gene = GENES[gene_index]
+  return f'{gene.name} {_fmt(genotype[gene.name])}->{_fmt(gene.values[value_index_])}'
+
+
+def edit_mask(genotype: Genotype, max_params: int = 0) -> np.ndarray:
+  """bool (N_GENES, MAX_VALUES): True where setting the gene to that value gives a
+  valid genotype that trains differently (no-ops and edits of inactive genes are
+  False, as are the padding slots past a gene's value set)."""
+  mask = np.zeros((N_GENES, MAX_VALUES), bool)
+  for i, gene in enumerate(GENES):
+    if not is_active(genotype, gene.name):
+      continue
+    current = genotype[gene.name]
+    for j, value in enumerate(gene.values):
+      if value != current:
+        mask[i, j] = is_valid(dict(genotype, **{gene.name: value}), max_params)[0]
+  return mask
+
+
+def encode(genotype: Genotype) -> np.ndarray:
+  """float32 (GENOME_DIM,): per gene a one-hot of its value and its ordinal position
+  in [0, 1] (neighbouring values are neighbouring recipes)."""
+  parts = []
+  for gene in GENES:
+    j = gene.values.index(genotype[gene.name])
+    one_hot = np.zeros(len(gene.values), np.float32)
+    one_hot[j] = 1.0
+    parts += [one_hot, np.array([j / max(1, len(gene.values) - 1)], np.float32)]
+  return np.concatenate(parts)
+
+
+def random_genotype(rng: np.random.Generator, max_params: int = 0, tries: int = 1000):
+  """A uniformly random valid genotype (rejection sampling over the whole space)."""
+  for _ in range(tries):
+    candidate = {g.name: g.values[rng.integers(len(g.values))] for g in GENES}
+    if is_valid(candidate, max_params)[0]:
+      return candidate
+  raise InvalidGenotype(f'no valid genotype in {tries} random draws')

@@ -8,6 +8,7 @@ FLOP/s of a large jitted matmul measured once per process.
 from __future__ import annotations
 
 import functools
+import resource
 import time
 
 import jax
@@ -52,3 +53,12 @@ def peak_flops(dtype: str = 'float32') -> float:
     if name in kind and dt == dtype:
       return flops
   return measure_matmul_flops(dtype)
+
+
+def peak_memory_gb() -> float:
+  """Peak memory in GB: the device's own counter where it keeps one (GPU, TPU), else
+  the process's peak resident set (on CPU, a high-water mark over the whole process)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if 'peak_bytes_in_use' in stats:
+    return stats['peak_bytes_in_use'] / 1e9
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB

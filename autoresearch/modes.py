@@ -1,4 +1,4 @@
-"""What `main.py --mode=...` runs: each mode is one function of (config, workdir)."""
+"""Shared set-up of the entry modes, and `--mode=trial`: train the baseline once."""
 
 from __future__ import annotations
 
@@ -101,5 +101,3 @@ def run_trial(config, workdir: str) -> trial.TrialResult:
   print_summary(result, corpus)
   return result
 
-
-MODES = {'trial': run_trial}

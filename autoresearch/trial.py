@@ -84,6 +84,7 @@ class TrialResult:
   tokens: int = 0
   params: int = 0
   mfu_percent: float = 0.0
+  peak_memory_gb: float = 0.0
   final_train_loss: Optional[float] = None
   loss_curve: list = dataclasses.field(default_factory=list)  # [seconds, step, loss]
   device_kind: str = ''
@@ -234,6 +235,7 @@ def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, eval_split, resu
   if result.train_seconds > 0:
     flops = gpt.flops_per_token(model_cfg) * result.tokens / result.train_seconds
     result.mfu_percent = 100.0 * flops / hardware.peak_flops(cfg.compute_dtype)
+  result.peak_memory_gb = hardware.peak_memory_gb()
   if stop is not None:
     result.status, result.reason, result.predicted_bpb = stop.status, stop.reason, stop.predicted_bpb
     return

@@ -72,6 +72,36 @@ def get_config() -> ml_collections.ConfigDict:
       seed=0,                  # init and batch-sampling seed
   ))
 
+  config.search = ml_collections.ConfigDict(dict(
+      max_trials=0,            # stop after this many trials in the workdir in total; 0 = never
+      noise_repeats=3,         # baseline runs (different seeds) that measure sigma of val_bpb
+      keep_sigmas=2.0,         # a new best must beat the best by this many sigma
+      min_sigma=0.002,         # bits/byte; floor of the measured sigma
+      reward_clip=5.0,         # reward in sigma units is clipped to +-this; crashes get -this
+      seed=0,                  # agent seed
+  ))
+
+  config.agent = ml_collections.ConfigDict(dict(
+      kind='ppo',              # 'ppo' | 'random'
+      history=30,              # past trials the policy reads
+      update_every=8,          # trials between PPO updates
+      hidden=64,               # policy width (channels)
+      num_heads=4,             # attention heads over the history
+      init_from='',            # workdir of an earlier search whose policy to start from
+      ppo=ml_collections.ConfigDict(dict(
+          gamma=0.9,           # discount per trial
+          gae_lambda=0.95,     # GAE lambda
+          clip_eps=0.2,        # PPO ratio clip
+          value_clip_eps=0.2,  # critic update clip
+          vf_coef=0.5,         # value-loss weight
+          ent_coef=0.01,       # entropy bonus weight
+          learning_rate=3e-4,  # Adam LR
+          max_grad_norm=0.5,   # global gradient-norm clip
+          epochs=4,            # passes over each rollout
+          minibatches=2,       # minibatches per pass (update_every must divide by it)
+      )),
+  ))
+
   config.genotype = baseline_genotype()
   config.genotype_json = ''    # optional JSON file of gene: value, applied over config.genotype
   return config

@@ -118,6 +118,18 @@ def test_tied_embeddings_drop_the_head():
   assert untied - tied == TINY.d_model * TINY.vocab_size
 
 
+@pytest.mark.parametrize('changes', [
+    {}, dict(norm='rms'), dict(norm='layernorm'), dict(activation='swiglu', mlp_ratio=2.5),
+    dict(position='learned'), dict(value_embeds=True, n_layers=3), dict(residual_mix=True),
+    dict(tie_embeddings=True), dict(n_kv_heads=1), dict(d_model=96, n_heads=3, n_kv_heads=1),
+])
+def test_closed_form_parameter_count_matches_the_model(changes):
+  cfg = dataclasses.replace(TINY, **changes)
+  abstract = nnx.eval_shape(lambda: gpt.GPT(cfg, nnx.Rngs(0)))
+  built = sum(x.size for x in jax.tree_util.tree_leaves(nnx.state(abstract, nnx.Param)))
+  assert gpt.count_params(cfg) == built
+
+
 def test_softcap_bounds_logits():
   cfg = dataclasses.replace(TINY, logit_softcap=2.0)
   model = gpt.GPT(cfg, nnx.Rngs(0))

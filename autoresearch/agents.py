@@ -1,0 +1,188 @@
+"""Proposers of the next edit, behind one interface, and what they observe.
+
+Every agent sees the same `policy.Observation` (the current best genotype, the last H
+trials, a few global counters, the mask of valid edits) and proposes one edit
+(gene index, value index) of the current best. After the trial it is told the reward.
+
+    agent.propose(obs, key) -> Proposal
+    agent.observe(obs, proposal, reward, next_obs) -> dict of metrics ({} if none)
+    agent.state_dict() / agent.load_state_dict(state)   (pytrees of arrays)
+
+Agents: `ppo` (a Flax actor-critic trained by PPO, the default) and `random` (a
+uniformly random valid edit of the current best).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from autoresearch import genotype as genotype_lib, ppo
+from models import policy
+
+STATUS_ORDER = ('keep', 'discard', 'crash', 'aborted')
+HISTORY_DIM = genotype_lib.N_GENES + 5 + len(STATUS_ORDER)
+GLOBALS_DIM = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Proposal:
+  gene: int
+  value: int
+  log_prob: float = 0.0
+  critic: float = 0.0
+
+
+def history_row(gene: int, old_value: int, new_value: int, delta_sigmas: float, status: str,
+                budget_fraction: float, became_best: bool) -> np.ndarray:
+  """One trial as the policy reads it: the edit (gene one-hot, the new value's ordinal
+  position, the signed step along the ordered value set), its outcome (val_bpb gain over
+  the best in units of sigma, squashed), its status, the fraction of the budget used,
+  and whether it became the best."""
+  n_values = max(1, len(genotype_lib.GENES[gene].values) - 1)
+  row = np.zeros(HISTORY_DIM, np.float32)
+  row[gene] = 1.0
+  base = genotype_lib.N_GENES
+  row[base] = new_value / n_values
+  row[base + 1] = (new_value - old_value) / n_values
+  row[base + 2] = math.tanh(delta_sigmas / 3.0) if math.isfinite(delta_sigmas) else -1.0
+  row[base + 3] = min(max(budget_fraction, 0.0), 1.0)
+  row[base + 4] = float(became_best)
+  row[base + 5 + STATUS_ORDER.index(status)] = 1.0
+  return row
+
+
+def build_observation(best: genotype_lib.Genotype, history: list[np.ndarray], history_len: int,
+                      trials: int, since_improvement: int, best_bpb: float,
+                      max_params: int) -> policy.Observation:
+  """The agents' view of the search: `history` holds the rows of past trials, oldest
+  first; the last `history_len` are kept."""
+  rows = np.zeros((history_len, HISTORY_DIM), np.float32)
+  mask = np.zeros(history_len, bool)
+  recent = history[-history_len:]
+  if recent:
+    rows[:len(recent)] = np.stack(recent)
+    mask[:len(recent)] = True
+  globals_ = np.array([math.log1p(trials) / 5.0, math.log1p(since_improvement) / 5.0,
+                       best_bpb / 8.0], np.float32)
+  return policy.Observation(
+      genome=genotype_lib.encode(best), history=rows, history_mask=mask, globals=globals_,
+      edit_mask=genotype_lib.edit_mask(best, max_params))
+
+
+class RandomAgent:
+  """A uniformly random valid edit of the current best."""
+
+  kind = 'random'
+
+  def __init__(self, seed: int):
+    self.rng = np.random.default_rng(seed)
+
+  def propose(self, obs: policy.Observation, key=None) -> Proposal:
+    valid = np.argwhere(np.asarray(obs.edit_mask))
+    gene, value = valid[self.rng.integers(len(valid))]
+    return Proposal(int(gene), int(value), log_prob=-math.log(len(valid)))
+
+  def observe(self, obs, proposal, reward, next_obs) -> dict:
+    return {}
+
+  def state_dict(self) -> dict:
+    return {'rng': self.rng.bit_generator.state}
+
+  def load_state_dict(self, state: dict) -> None:
+    self.rng.bit_generator.state = state['rng']
+
+
+def _stack(observations: list[policy.Observation]) -> policy.Observation:
+  return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *observations)
+
+
+class PPOAgent:
+  """An actor-critic over edits, updated by PPO every `update_every` trials on the
+  continuing stream of (observation, edit, reward)."""
+
+  kind = 'ppo'
+
+  def __init__(self, agent_config, history_len: int, seed: int):
+    self.update_every = agent_config.update_every
+    per_minibatch, rest = divmod(self.update_every, agent_config.ppo.minibatches)
+    if rest or per_minibatch < 2:
+      # Advantages are normalised per minibatch: one transition would give zero signal.
+      raise ValueError(f'agent.update_every={self.update_every} must be a multiple of '
+                       f'agent.ppo.minibatches={agent_config.ppo.minibatches}, at least 2 each')
+    self.policy_config = policy.PolicyConfig(
+        genome_dim=genotype_lib.GENOME_DIM, history_dim=HISTORY_DIM, globals_dim=GLOBALS_DIM,
+        n_genes=genotype_lib.N_GENES, max_values=genotype_lib.MAX_VALUES,
+        history_len=history_len, hidden=agent_config.hidden, num_heads=agent_config.num_heads)
+    self.ppo_config = ppo.PPOConfig(**agent_config.ppo.to_dict())
+    model = policy.ActorCritic(self.policy_config, rngs=nnx.Rngs(seed))
+    self.graphdef, self.params = nnx.split(model, nnx.Param)
+    self.tx = ppo.make_optimizer(self.ppo_config)
+    self.opt_state = self.tx.init(self.params)
+    self.key = jax.random.key(seed)
+    self.buffer: list[tuple] = []
+    self._act = jax.jit(self._act_fn)
+    self._critic = jax.jit(self._critic_fn)
+    self._update = ppo.make_update(self.graphdef, self.tx, self.ppo_config)
+    self.updates = 0
+
+  def _outputs(self, params, obs):
+    batched = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], obs)
+    return nnx.merge(self.graphdef, params)(batched), batched.edit_mask
+
+  def _act_fn(self, params, obs, key):
+    outputs, edit_mask = self._outputs(params, obs)
+    gene, value, log_prob = policy.sample(key, outputs, edit_mask)
+    return gene[0], value[0], log_prob[0], outputs[2][0]
+
+  def _critic_fn(self, params, obs):
+    outputs, _ = self._outputs(params, obs)
+    return outputs[2][0]
+
+  def propose(self, obs: policy.Observation, key=None) -> Proposal:
+    if key is None:
+      self.key, key = jax.random.split(self.key)
+    gene, value, log_prob, critic = self._act(self.params, obs, key)
+    return Proposal(int(gene), int(value), float(log_prob), float(critic))
+
+  def observe(self, obs, proposal: Proposal, reward: float, next_obs) -> dict:
+    self.buffer.append((obs, proposal, reward))
+    if len(self.buffer) < self.update_every:
+      return {}
+    rollout = ppo.Rollout(
+        obs=_stack([o for o, _, _ in self.buffer]),
+        gene=np.array([p.gene for _, p, _ in self.buffer], np.int32),
+        value_index=np.array([p.value for _, p, _ in self.buffer], np.int32),
+        log_prob=np.array([p.log_prob for _, p, _ in self.buffer], np.float32),
+        critic=np.array([p.critic for _, p, _ in self.buffer], np.float32),
+        reward=np.array([r for _, _, r in self.buffer], np.float32))
+    last_critic = self._critic(self.params, next_obs)
+    self.key, key = jax.random.split(self.key)
+    self.params, self.opt_state, metrics = self._update(
+        self.params, self.opt_state, rollout, last_critic, key)
+    self.buffer = []
+    self.updates += 1
+    return {k: float(v) for k, v in metrics.items()}
+
+  def state_dict(self) -> dict[str, Any]:
+    return {'params': self.params, 'opt_state': self.opt_state, 'key': self.key,
+            'buffer': list(self.buffer), 'updates': self.updates}
+
+  def load_state_dict(self, state: dict[str, Any]) -> None:
+    self.params, self.opt_state, self.key = state['params'], state['opt_state'], state['key']
+    self.buffer, self.updates = list(state['buffer']), state['updates']
+
+
+def make(agent_config, history_len: int, seed: int):
+  """The agent named by `agent_config.kind`."""
+  if agent_config.kind == 'ppo':
+    return PPOAgent(agent_config, history_len, seed)
+  if agent_config.kind == 'random':
+    return RandomAgent(seed)
+  raise ValueError(f'agent.kind={agent_config.kind!r} not in (ppo, random)')

@@ -1,0 +1,85 @@
+"""The search's readable memory: results.tsv and trials.jsonl in the workdir.
+
+results.tsv starts with karpathy/autoresearch's five columns (commit, val_bpb,
+memory_gb, status, description) so its analysis tools read it; `commit` holds the
+trial's genotype id. More columns follow. trials.jsonl holds the full record of each
+trial (genotype, loss curve, reward, log-probability, ...), one JSON object a line.
+
+Each append writes the JSONL line first, then the TSV row, each flushed and fsynced:
+the JSONL file is the source of truth, and `read_records` skips a torn last line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+TSV_COLUMNS = ('commit', 'val_bpb', 'memory_gb', 'status', 'description', 'trial', 'agent',
+               'train_seconds', 'total_seconds', 'params', 'steps', 'reward', 'best_bpb')
+STATUSES = ('keep', 'discard', 'crash', 'aborted')
+
+
+def _tsv_field(record: dict, column: str) -> str:
+  value = record.get(column)
+  if column in ('val_bpb', 'best_bpb'):
+    # karpathy/autoresearch writes 0.000000 for a trial without a score.
+    return f'{value:.6f}' if isinstance(value, float) and math.isfinite(value) else '0.000000'
+  if column == 'memory_gb':
+    return f'{value or 0.0:.1f}'
+  if column in ('train_seconds', 'total_seconds'):
+    return f'{value or 0.0:.1f}'
+  if column == 'reward':
+    return f'{value:.4f}' if value is not None else ''
+  text = '' if value is None else str(value)
+  return text.replace('\t', ' ').replace('\n', ' ')
+
+
+def _append_line(path: str, line: str) -> None:
+  with open(path, 'a') as f:
+    f.write(line + '\n')
+    f.flush()
+    os.fsync(f.fileno())
+
+
+class Ledger:
+  """Appends one trial at a time to `workdir/results.tsv` and `workdir/trials.jsonl`."""
+
+  def __init__(self, workdir: str):
+    self.tsv_path = os.path.join(workdir, 'results.tsv')
+    self.jsonl_path = os.path.join(workdir, 'trials.jsonl')
+    os.makedirs(workdir, exist_ok=True)
+    if not os.path.exists(self.tsv_path) or os.path.getsize(self.tsv_path) == 0:
+      _append_line(self.tsv_path, '\t'.join(TSV_COLUMNS))
+
+  def append(self, record: dict[str, Any]) -> None:
+    """Records one trial. `record` needs at least the TSV columns that apply; `status`
+    must be one of STATUSES."""
+    if record.get('status') not in STATUSES:
+      raise ValueError(f'status {record.get("status")!r} not in {STATUSES}')
+    _append_line(self.jsonl_path, json.dumps(record, allow_nan=True))
+    _append_line(self.tsv_path, '\t'.join(_tsv_field(record, c) for c in TSV_COLUMNS))
+
+  def read_records(self) -> list[dict[str, Any]]:
+    """Every complete record of trials.jsonl, in order."""
+    return read_records(self.jsonl_path)
+
+
+def read_records(jsonl_path: str) -> list[dict[str, Any]]:
+  if not os.path.exists(jsonl_path):
+    return []
+  records = []
+  with open(jsonl_path) as f:
+    for line in f:
+      if not line.endswith('\n'):
+        break  # a torn final line from an interrupted write
+      records.append(json.loads(line))
+  return records
+
+
+def read_tsv(tsv_path: str) -> list[dict[str, str]]:
+  """results.tsv as a list of {column: text}."""
+  with open(tsv_path) as f:
+    header, *rows = [line.rstrip('\n').split('\t') for line in f if line.strip()]
+  return [dict(zip(header, row)) for row in rows]

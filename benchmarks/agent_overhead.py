@@ -1,0 +1,91 @@
+"""What the PPO agent costs per trial, against what a trial costs.
+
+Measures, on the default config: building the observation (edit mask included),
+`propose`, `observe` without an update, and one PPO update (amortised over the
+`update_every` trials it serves), all after compilation; then one real default trial
+(compile + train + eval), in the same run. Prints `agent_overhead_fraction: X` last:
+agent seconds per trial / trial wall seconds.
+
+  python benchmarks/agent_overhead.py [--trial_seconds=S]   (S: skip the real trial)
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from autoresearch import agents, genotype as genotype_lib, modes, trial  # noqa: E402
+from configs import default  # noqa: E402
+
+flags.DEFINE_float('trial_seconds', 0.0, 'Use this trial wall time instead of running one.')
+flags.DEFINE_integer('repeats', 20, 'Timed repetitions of each agent operation.')
+FLAGS = flags.FLAGS
+
+
+def _best_of(fn, repeats):
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return min(times), float(np.median(times))
+
+
+def main(_):
+  config = default.get_config()
+  best = genotype_lib.from_config(config)
+  agent = agents.PPOAgent(config.agent, config.agent.history, seed=0)
+  rng = np.random.default_rng(0)
+  history = [agents.history_row(int(rng.integers(genotype_lib.N_GENES)), 0, 1,
+                                float(rng.normal()), 'discard', 1.0, False) for _ in range(40)]
+
+  def observation():
+    return agents.build_observation(best, history, config.agent.history, 40, 3, 2.4,
+                                    config.trial.max_params)
+
+  obs = observation()
+  proposal = agent.propose(obs)
+  for _ in range(2 * agent.update_every):  # compile the update too
+    agent.observe(obs, proposal, float(rng.normal()), obs)
+
+  obs_best, obs_median = _best_of(observation, FLAGS.repeats)
+  propose_best, propose_median = _best_of(lambda: agent.propose(obs), FLAGS.repeats)
+
+  def observe_without_update():
+    agent.buffer = []  # one transition in the buffer: no update
+    agent.observe(obs, proposal, 0.1, obs)
+
+  observe_best, _ = _best_of(observe_without_update, FLAGS.repeats)
+  update_times = []
+  for _ in range(5):
+    agent.buffer = [(obs, proposal, float(rng.normal()))] * (agent.update_every - 1)
+    start = time.perf_counter()
+    metrics = agent.observe(obs, proposal, 0.3, obs)
+    update_times.append(time.perf_counter() - start)
+    assert metrics, 'the observe call above must have run an update'
+  update = float(np.median(update_times))
+
+  per_trial = obs_median + propose_median + observe_best + update / agent.update_every
+  print(f'observation_ms: {1e3 * obs_median:.2f}')
+  print(f'propose_ms: {1e3 * propose_median:.2f}')
+  print(f'observe_ms: {1e3 * observe_best:.3f}')
+  print(f'ppo_update_ms: {1e3 * update:.1f} (every {agent.update_every} trials)')
+  print(f'agent_seconds_per_trial: {per_trial:.4f}')
+
+  if FLAGS.trial_seconds > 0:
+    trial_wall = FLAGS.trial_seconds
+  else:
+    corpus = modes.load_corpus(config)
+    result = trial.run(best, corpus, modes.trial_config(config))
+    trial_wall = result.total_seconds
+    print(f'trial_val_bpb: {result.val_bpb:.4f}')
+  print(f'trial_wall_seconds: {trial_wall:.1f}')
+  print(f'agent_overhead_fraction: {per_trial / trial_wall:.5f}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,479 @@
+"""Training-step throughput of the baseline genotype: JAX (ours) against PyTorch, and MFU.
+
+    python benchmarks/step_throughput.py [--seconds=20] [--config=configs/default.py]
+        [--rounds=2] [--config.genotype.d_model=192 ...]
+
+One run does, in order:
+
+1. Measures the fp32 matmul ceiling of this machine with
+   `autoresearch.hardware.measure_matmul_flops('float32')` (a large jitted matmul;
+   the same ceiling `trial` divides by on CPUs).
+2. Builds the config's baseline genotype and compiles its real training step exactly
+   as `autoresearch.trial` does (`nnx.eval_shape` + `nnx.split`, `optim.build`,
+   `trial.make_train_step(...).lower(...).compile()`), timing the compilation.
+3. Where PyTorch can be imported (it is not a dependency of the project), builds the
+   same model in PyTorch (token embedding, RMSNorm with scale, causal attention with
+   RoPE at the same head count and head dim through `F.scaled_dot_product_attention`,
+   tanh-GELU MLP of the same ratio, untied head; AdamW with the same per-group
+   learning rates, betas, eps and weight decay, global grad-norm clip, the same LR
+   schedule). PyTorch runs eagerly on the CPU with `torch.set_num_threads(cores)`, no
+   `torch.compile`.
+4. Times both. On this noisy shared machine the timing is interleaved: `--rounds`
+   rounds per framework, alternating JAX, PyTorch, JAX, PyTorch, ..., each round
+   `--seconds / --rounds` long after a short untimed warm-up of its own (which also
+   lets the other framework's worker threads go idle). Each framework's figure is its
+   best round. Both loops sample their batches with `data.sample_batch` from the
+   pystdlib corpus inside the timed loop and follow the trial's dispatch pattern: step
+   t is dispatched, then step t-1's loss is read.
+
+Every figure is printed as a `key: value` line; the last line is `mfu: X`, the JAX
+step's model FLOP/s (`models.gpt.flops_per_token` x tokens/s, matmuls only) over the
+measured matmul ceiling, as a fraction. `vs_pytorch` is JAX tokens/s over PyTorch
+tokens/s (above 1: ours is faster).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+  sys.path.insert(0, _REPO_ROOT)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from flax import nnx  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from autoresearch import data, hardware, optim, trial  # noqa: E402
+from autoresearch import genotype as genotype_lib  # noqa: E402
+from models import gpt  # noqa: E402
+
+try:  # PyTorch is optional: only the comparison needs it.
+  import torch
+  import torch.nn.functional as F
+except ImportError:  # pragma: no cover - depends on the machine
+  torch = None
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    'config', os.path.join(_REPO_ROOT, 'configs', 'default.py'), 'Configuration file.')
+flags.DEFINE_float('seconds', 20.0, 'Timed seconds per framework (split over --rounds).')
+flags.DEFINE_integer('rounds', 2, 'Alternating timed rounds per framework; the best counts.')
+flags.DEFINE_float('warmup_seconds', 1.0, 'Untimed warm-up before each round.')
+
+_WARMUP_MIN_STEPS = 3
+
+
+def _print(key: str, value) -> None:
+  print(f'{key}: {value}', flush=True)
+
+
+def _cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # pragma: no cover - not Linux
+    return os.cpu_count() or 1
+
+
+def _lr_multiplier(progress: float, cfg: optim.OptimConfig) -> float:
+  """`optim.lr_multiplier` in plain Python, so PyTorch's loop dispatches no JAX op."""
+  p = min(max(progress, 0.0), 1.0)
+  warm = min(1.0, p / cfg.warmup_frac) if cfg.warmup_frac > 0 else 1.0
+  down = 1.0
+  if cfg.warmdown_frac > 0:
+    into = min(max((p - (1.0 - cfg.warmdown_frac)) / cfg.warmdown_frac, 0.0), 1.0)
+    down = 1.0 - (1.0 - cfg.final_lr_frac) * into
+  return warm * down
+
+
+class _Clock:
+  """Training-time progress shared by a framework's rounds (drives the LR schedule)."""
+
+  def __init__(self, total_seconds: float):
+    self.total, self.spent = total_seconds, 0.0
+
+  def progress(self, round_elapsed: float) -> float:
+    return (self.spent + round_elapsed) / self.total
+
+
+def _timed_round(step_fn, read_loss, rng, split, batch_size, seq_len, seconds, warmup_seconds,
+                 clock: _Clock):
+  """Warm-up, then `seconds` of steps. step_fn(batch, progress) -> loss handle; read_loss
+  waits for it. Returns (steps, elapsed seconds, last loss)."""
+  start = time.perf_counter()
+  steps, loss = 0, None
+  while steps < _WARMUP_MIN_STEPS or time.perf_counter() - start < warmup_seconds:
+    loss = step_fn(data.sample_batch(rng, split, batch_size, seq_len), clock.progress(0.0))
+    steps += 1
+  read_loss(loss)
+
+  clock_start = time.perf_counter()
+  steps, pending, last = 0, None, float('nan')
+  while True:
+    elapsed = time.perf_counter() - clock_start
+    if elapsed >= seconds:
+      break
+    batch = data.sample_batch(rng, split, batch_size, seq_len)
+    loss = step_fn(batch, clock.progress(elapsed))
+    steps += 1
+    if pending is not None:
+      last = read_loss(pending)  # waits for step t-1 only
+    pending = loss
+  if pending is not None:
+    last = read_loss(pending)
+  elapsed = time.perf_counter() - clock_start
+  clock.spent += elapsed
+  return steps, elapsed, last
+
+
+# ---------------------------------------------------------------------------
+# JAX: the trial's own step.
+
+class JaxStep:
+  """The trial's compiled training step for `genotype`, with its state."""
+
+  def __init__(self, genotype, trial_cfg: trial.TrialConfig):
+    model_cfg = genotype_lib.model_config(genotype, trial_cfg.compute_dtype)
+    optim_cfg = genotype_lib.optim_config(genotype)
+    batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
+    micro = trial_cfg.micro_batch_size or batch_size
+    if batch_size % micro:
+      raise ValueError(f'batch_size={batch_size} is not a multiple of micro_batch_size={micro}')
+    self.micro_batches = batch_size // micro
+    start = time.perf_counter()
+    graphdef, abstract_params = nnx.split(
+        nnx.eval_shape(lambda: gpt.GPT(model_cfg, nnx.Rngs(0))))
+    tx = optim.build(optim_cfg, abstract_params)
+    init = jax.jit(lambda key: nnx.state(gpt.GPT(model_cfg, nnx.Rngs(key))))
+    self.params = init(jax.random.key(trial_cfg.seed))
+    self.opt_state = jax.jit(tx.init)(self.params)
+    batch_spec = jax.ShapeDtypeStruct((batch_size, seq_len + 1), jnp.uint8)
+    progress_spec = jax.ShapeDtypeStruct((), jnp.float32)
+    self.train_step = trial.make_train_step(graphdef, tx, optim_cfg, self.micro_batches).lower(
+        self.params, self.opt_state, batch_spec, progress_spec).compile()
+    jax.block_until_ready((self.params, self.opt_state))
+    self.compile_seconds = time.perf_counter() - start
+    self.num_params = sum(x.size for x in jax.tree_util.tree_leaves(self.params))
+    self.model_cfg = model_cfg
+
+  def step(self, batch, progress):
+    self.params, self.opt_state, loss = self.train_step(
+        self.params, self.opt_state, batch, np.float32(progress))
+    return loss
+
+  @staticmethod
+  def read_loss(loss) -> float:
+    return float(loss)
+
+
+# ---------------------------------------------------------------------------
+# PyTorch: the same model and optimizer, eager.
+
+def torch_unsupported(genotype, trial_cfg: trial.TrialConfig) -> str:
+  """Why the PyTorch twin cannot mirror this genotype, or '' when it can."""
+  cfg = genotype_lib.model_config(genotype, trial_cfg.compute_dtype)
+  reasons = []
+  if cfg.value_embeds:
+    reasons.append('value_embeds')
+  if cfg.residual_mix:
+    reasons.append('residual_mix')
+  if genotype['optimizer'] != 'adamw':
+    reasons.append(f"optimizer={genotype['optimizer']}")
+  if cfg.compute_dtype != 'float32':
+    reasons.append(f'compute_dtype={cfg.compute_dtype}')
+  if trial_cfg.micro_batch_size and trial_cfg.micro_batch_size != genotype['batch_size']:
+    reasons.append('micro_batch_size')
+  return ', '.join(reasons)
+
+
+def _rms(x, weight=None):
+  return F.rms_norm(x, (x.shape[-1],), weight, eps=1e-6)
+
+
+def _build_torch_model(cfg: gpt.GPTConfig):
+  """The PyTorch twin of `models.gpt.GPT` for the switches `torch_unsupported` allows."""
+  nn = torch.nn
+
+  def linear(fan_in, fan_out, std):
+    # Stored (fan_out, fan_in) as nn.Linear does; same init distribution as gpt.Linear.
+    layer = nn.Linear(fan_in, fan_out, bias=False)
+    with torch.no_grad():
+      layer.weight.normal_(0.0, std) if std > 0 else layer.weight.zero_()
+    return layer
+
+  class Norm(nn.Module):
+
+    def __init__(self, kind, dim):
+      super().__init__()
+      self.kind = kind
+      self.scale = nn.Parameter(torch.ones(dim)) if kind != 'rms' else None
+      self.bias = nn.Parameter(torch.zeros(dim)) if kind == 'layernorm' else None
+
+    def forward(self, x):
+      if self.kind == 'layernorm':
+        return F.layer_norm(x, (x.shape[-1],), self.scale, self.bias, eps=1e-6)
+      return _rms(x, self.scale)
+
+  class Attention(nn.Module):
+
+    def __init__(self, window):
+      super().__init__()
+      d, e = cfg.d_model, cfg.head_dim
+      self.window = window
+      self.q = linear(d, cfg.n_heads * e, d ** -0.5)
+      self.k = linear(d, cfg.n_kv_heads * e, d ** -0.5)
+      self.v = linear(d, cfg.n_kv_heads * e, d ** -0.5)
+      self.o = linear(cfg.n_heads * e, d,
+                      0.0 if cfg.zero_init_proj else (cfg.n_heads * e) ** -0.5)
+      t = cfg.seq_len
+      if window < t:
+        delta = torch.arange(t)[:, None] - torch.arange(t)[None, :]
+        self.register_buffer('mask', (delta >= 0) & (delta < window), persistent=False)
+      else:
+        self.mask = None
+
+    def forward(self, x, cos, sin):
+      b, t, _ = x.shape
+      h, k, e = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+      q = self.q(x).view(b, t, h, e).transpose(1, 2)
+      kk = self.k(x).view(b, t, k, e).transpose(1, 2)
+      v = self.v(x).view(b, t, k, e).transpose(1, 2)
+      if cfg.qk_norm:
+        q, kk = _rms(q), _rms(kk)
+      if cos is not None:
+        q, kk = _rope(q, cos, sin), _rope(kk, cos, sin)
+      gqa = {'enable_gqa': True} if k != h else {}
+      if self.mask is None:
+        out = F.scaled_dot_product_attention(q, kk, v, is_causal=True, **gqa)
+      else:
+        out = F.scaled_dot_product_attention(q, kk, v, attn_mask=self.mask[:t, :t], **gqa)
+      return self.o(out.transpose(1, 2).reshape(b, t, h * e))
+
+  class MLP(nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      d, f = cfg.d_model, cfg.mlp_hidden
+      self.up = linear(d, f, d ** -0.5)
+      self.gate = linear(d, f, d ** -0.5) if cfg.activation == 'swiglu' else None
+      self.down = linear(f, d, 0.0 if cfg.zero_init_proj else f ** -0.5)
+
+    def forward(self, x):
+      hidden = self.up(x)
+      if cfg.activation == 'relu2':
+        hidden = torch.square(F.relu(hidden))
+      elif cfg.activation == 'gelu':
+        hidden = F.gelu(hidden, approximate='tanh')  # jax.nn.gelu's default
+      else:
+        hidden = F.silu(self.gate(x)) * hidden
+      return self.down(hidden)
+
+  class Block(nn.Module):
+
+    def __init__(self, window):
+      super().__init__()
+      self.attn_norm = Norm(cfg.norm, cfg.d_model)
+      self.attn = Attention(window)
+      self.mlp_norm = Norm(cfg.norm, cfg.d_model)
+      self.mlp = MLP()
+
+    def forward(self, x, cos, sin):
+      x = x + self.attn(self.attn_norm(x), cos, sin)
+      return x + self.mlp(self.mlp_norm(x))
+
+  class GPT(nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      d, v = cfg.d_model, cfg.vocab_size
+      self.embed = nn.Parameter(torch.randn(v, d) * (d ** -0.5 if cfg.tie_embeddings else 1.0))
+      self.pos_embed = (nn.Parameter(torch.randn(cfg.seq_len, d) * 0.02)
+                        if cfg.position == 'learned' else None)
+      self.blocks = nn.ModuleList([Block(w) for w in cfg.layer_windows()])
+      self.final_norm = Norm(cfg.norm, d)
+      self.lm_head = None if cfg.tie_embeddings else nn.Parameter(torch.randn(d, v) * d ** -0.5)
+      if cfg.position == 'rope':
+        e = cfg.head_dim
+        inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, e, 2, dtype=torch.float32) / e))
+        angles = torch.arange(cfg.seq_len, dtype=torch.float32)[:, None] * inv_freq[None, :]
+        self.register_buffer('cos', torch.cos(angles), persistent=False)
+        self.register_buffer('sin', torch.sin(angles), persistent=False)
+      else:
+        self.cos = self.sin = None
+
+    def forward(self, tokens):
+      t = tokens.shape[1]
+      x = F.embedding(tokens, self.embed)
+      if self.pos_embed is not None:
+        x = x + self.pos_embed[:t]
+      x = _rms(x)
+      cos = None if self.cos is None else self.cos[:t]
+      sin = None if self.sin is None else self.sin[:t]
+      for block in self.blocks:
+        x = block(x, cos, sin)
+      x = self.final_norm(x)
+      logits = x @ (self.embed.t() if self.lm_head is None else self.lm_head)
+      if cfg.logit_softcap > 0:
+        logits = cfg.logit_softcap * torch.tanh(logits / cfg.logit_softcap)
+      return logits
+
+  return GPT()
+
+
+def _rope(x, cos, sin):
+  """Rotating halves, as `models.gpt.rope`; x (B, N, T, E), cos/sin (T, E/2)."""
+  x1, x2 = x.chunk(2, dim=-1)
+  return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def _torch_param_group(name: str) -> str:
+  """`models.gpt.param_group` for the twin's parameter names."""
+  if name in ('embed', 'pos_embed'):
+    return 'embed'
+  if name == 'lm_head':
+    return 'head'
+  if name.endswith('.weight') and ('.attn.' in name or '.mlp.' in name):
+    return 'matrix'
+  return 'scalar'
+
+
+class TorchStep:
+  """The PyTorch twin's training step (AdamW per parameter group, clip, schedule)."""
+
+  def __init__(self, genotype, trial_cfg: trial.TrialConfig):
+    torch.manual_seed(trial_cfg.seed)
+    self.cfg = genotype_lib.model_config(genotype, trial_cfg.compute_dtype)
+    self.optim_cfg = o = genotype_lib.optim_config(genotype)
+    self.model = _build_torch_model(self.cfg)
+    self.model.train()
+    lrs = {'matrix': o.matrix_lr, 'embed': o.embed_lr, 'head': o.head_lr, 'scalar': o.scalar_lr}
+    grouped = {g: [] for g in lrs}
+    for name, param in self.model.named_parameters():
+      grouped[_torch_param_group(name)].append(param)
+    groups = [{'params': ps, 'lr': lrs[g], 'peak_lr': lrs[g],
+               'weight_decay': o.weight_decay if g == 'matrix' else 0.0}
+              for g, ps in grouped.items() if ps]
+    # foreach=True: the multi-tensor AdamW, PyTorch's faster eager path on CPU.
+    self.opt = torch.optim.AdamW(groups, betas=(o.beta1, o.beta2), eps=1e-8, foreach=True)
+    self.params = [p for p in self.model.parameters()]
+    self.num_params = sum(p.numel() for p in self.params)
+
+  def step(self, batch, progress):
+    tokens = torch.from_numpy(batch).long()
+    logits = self.model(tokens[:, :-1])
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if self.optim_cfg.grad_clip > 0:
+      torch.nn.utils.clip_grad_norm_(self.params, self.optim_cfg.grad_clip)
+    multiplier = _lr_multiplier(progress, self.optim_cfg)
+    for group in self.opt.param_groups:
+      group['lr'] = group['peak_lr'] * multiplier
+    self.opt.step()
+    return loss.detach()
+
+  @staticmethod
+  def read_loss(loss) -> float:
+    return float(loss.item())
+
+
+# ---------------------------------------------------------------------------
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = FLAGS.config
+  seconds, rounds = FLAGS.seconds, max(1, FLAGS.rounds)
+  per_round = seconds / rounds
+  cores = _cores()
+
+  _print('device', f'{jax.default_backend()} {hardware.device_kind()} x{len(jax.devices())}')
+  _print('cores', cores)
+  _print('jax_version', jax.__version__)
+
+  # 1. The matmul ceiling, before anything else loads the machine.
+  ceiling = hardware.measure_matmul_flops('float32', size=1024, seconds=2.0)
+  _print('matmul_gflops_fp32', f'{ceiling / 1e9:.1f}')
+
+  # 2. The baseline genotype and the trial's compiled step.
+  genotype = genotype_lib.from_config(config)
+  genotype_lib.check(genotype)
+  trial_cfg = trial.TrialConfig(**config.trial.to_dict())
+  batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
+  tokens_per_step = batch_size * seq_len
+  corpus = data.load_corpus('pystdlib')
+  jax_step = JaxStep(genotype, trial_cfg)
+  flops_per_token = gpt.flops_per_token(jax_step.model_cfg)
+  _print('genotype_id', genotype_lib.genotype_id(genotype))
+  _print('shape', f'batch {batch_size} x seq {seq_len}, {genotype["n_layers"]} layers, '
+         f'd_model {genotype["d_model"]}, {genotype["n_heads"]} heads of '
+         f'{jax_step.model_cfg.head_dim} ({genotype["n_kv_heads"]} kv), '
+         f'{genotype["activation"]} x{genotype["mlp_ratio"]:g}, {genotype["optimizer"]}')
+  _print('compute_dtype', trial_cfg.compute_dtype)
+  _print('params', jax_step.num_params)
+  _print('tokens_per_step', tokens_per_step)
+  _print('flops_per_token_M', f'{flops_per_token / 1e6:.3f}')
+  _print('jax_compile_seconds', f'{jax_step.compile_seconds:.2f}')
+
+  # 3. The PyTorch twin, when it can be had.
+  torch_step, torch_note = None, ''
+  if torch is None:
+    torch_note = 'PyTorch not importable'
+  else:
+    torch_note = torch_unsupported(genotype, trial_cfg)
+    if torch_note:
+      torch_note = f'genotype not mirrored in PyTorch ({torch_note})'
+    else:
+      torch.set_num_threads(cores)
+      torch_step = TorchStep(genotype, trial_cfg)
+      _print('torch_version', torch.__version__)
+      _print('torch_mode', f'eager (no torch.compile), CPU, {torch.get_num_threads()} threads, '
+             'F.scaled_dot_product_attention(is_causal=True), AdamW(foreach=True)')
+      _print('torch_params', torch_step.num_params)
+
+  # 4. Alternating timed rounds; the best round of each framework counts.
+  runners = [('jax', jax_step)] + ([('torch', torch_step)] if torch_step is not None else [])
+  clocks = {name: _Clock(seconds) for name, _ in runners}
+  best = {name: 0.0 for name, _ in runners}
+  totals = {name: [0, 0.0] for name, _ in runners}
+  for r in range(rounds):
+    for name, runner in runners:
+      rng = np.random.default_rng(trial_cfg.seed + 1000 * r)
+      steps, elapsed, loss = _timed_round(runner.step, runner.read_loss, rng, corpus.train,
+                                          batch_size, seq_len, per_round,
+                                          FLAGS.warmup_seconds, clocks[name])
+      tps = steps * tokens_per_step / elapsed
+      best[name] = max(best[name], tps)
+      totals[name][0] += steps
+      totals[name][1] += elapsed
+      _print(f'{name}_round{r + 1}', f'{tps:,.0f} tokens/s, {1e3 * elapsed / steps:.2f} ms/step, '
+             f'{steps} steps in {elapsed:.1f} s, loss {loss:.3f}')
+
+  jax_tps = best['jax']
+  jax_flops = flops_per_token * jax_tps
+  _print('jax_steps', totals['jax'][0])
+  _print('jax_tokens_per_s', f'{jax_tps:.0f}')
+  _print('jax_step_ms', f'{1e3 * tokens_per_step / jax_tps:.2f}')
+  _print('jax_model_gflops', f'{jax_flops / 1e9:.2f}')
+  if torch_step is not None:
+    torch_tps = best['torch']
+    _print('torch_steps', totals['torch'][0])
+    _print('torch_tokens_per_s', f'{torch_tps:.0f}')
+    _print('torch_step_ms', f'{1e3 * tokens_per_step / torch_tps:.2f}')
+    _print('torch_model_gflops', f'{flops_per_token * torch_tps / 1e9:.2f}')
+    _print('torch_mfu', f'{flops_per_token * torch_tps / ceiling:.3f}')
+    _print('vs_pytorch', f'{jax_tps / torch_tps:.3f}')
+  else:
+    _print('vs_pytorch', f'n/a ({torch_note})')
+  mfu = jax_flops / ceiling
+  _print('mfu', f'{mfu:.3f}' if math.isfinite(mfu) else 'nan')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,50 @@
+"""results.tsv and trials.jsonl."""
+
+import json
+
+import pytest
+
+from autoresearch import ledger as ledger_lib
+
+
+def _record(trial, status='keep', val_bpb=2.5):
+  return dict(commit=f'id{trial}', val_bpb=val_bpb, memory_gb=1.234, status=status,
+              description='n_layers 2->3\twith a tab', trial=trial, agent='ppo',
+              train_seconds=60.04, total_seconds=80.0, params=1000, steps=10, reward=0.5,
+              best_bpb=2.4, loss_curve=[[0.1, 1, 5.0]])
+
+
+def test_tsv_starts_with_autoresearch_columns_and_has_one_row_per_trial(tmp_path):
+  ledger = ledger_lib.Ledger(str(tmp_path))
+  ledger.append(_record(1))
+  ledger.append(_record(2, status='crash', val_bpb=None))
+  lines = (tmp_path / 'results.tsv').read_text().splitlines()
+  assert lines[0].split('\t')[:5] == ['commit', 'val_bpb', 'memory_gb', 'status', 'description']
+  rows = ledger_lib.read_tsv(str(tmp_path / 'results.tsv'))
+  assert [r['trial'] for r in rows] == ['1', '2']
+  assert rows[0]['val_bpb'] == '2.500000' and rows[0]['memory_gb'] == '1.2'
+  assert rows[0]['description'] == 'n_layers 2->3 with a tab'
+  assert rows[1]['val_bpb'] == '0.000000' and rows[1]['status'] == 'crash'
+  assert all(len(line.split('\t')) == len(ledger_lib.TSV_COLUMNS) for line in lines)
+
+
+def test_jsonl_holds_the_full_record_and_survives_reopening(tmp_path):
+  ledger_lib.Ledger(str(tmp_path)).append(_record(1))
+  ledger = ledger_lib.Ledger(str(tmp_path))  # reopening must not write a second header
+  ledger.append(_record(2))
+  records = ledger.read_records()
+  assert [r['trial'] for r in records] == [1, 2] and records[0]['loss_curve'] == [[0.1, 1, 5.0]]
+  assert (tmp_path / 'results.tsv').read_text().count('commit\t') == 1
+
+
+def test_a_torn_last_line_is_ignored(tmp_path):
+  ledger = ledger_lib.Ledger(str(tmp_path))
+  ledger.append(_record(1))
+  with open(tmp_path / 'trials.jsonl', 'a') as f:
+    f.write(json.dumps(_record(2))[:20])  # killed mid-write
+  assert [r['trial'] for r in ledger.read_records()] == [1]
+
+
+def test_unknown_status_is_refused(tmp_path):
+  with pytest.raises(ValueError, match='status'):
+    ledger_lib.Ledger(str(tmp_path)).append(_record(1, status='maybe'))
