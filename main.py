@@ -8,7 +8,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from autoresearch import data, genotype, modes, search
+from autoresearch import checkpointing, data, genotype, modes, search
 
 MODES = {'search': search.run, 'trial': modes.run_trial}
 
@@ -24,7 +24,7 @@ def main(argv):
   modes.log_devices()
   try:
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
-  except (data.DataError, genotype.InvalidGenotype) as e:
+  except (data.DataError, genotype.InvalidGenotype, checkpointing.CheckpointError) as e:
     sys.exit(f'autoresearch: {e}')
 
 

@@ -6,7 +6,8 @@ trials, a few global counters, the mask of valid edits) and proposes one edit
 
     agent.propose(obs, key) -> Proposal
     agent.observe(obs, proposal, reward, next_obs) -> dict of metrics ({} if none)
-    agent.state_dict() / agent.load_state_dict(state)   (pytrees of arrays)
+    agent.state_dict() -> (arrays, meta); agent.load_state_dict(arrays, meta)
+        (a pytree of arrays for Orbax, and JSON-able metadata)
 
 Agents: `ppo` (a Flax actor-critic trained by PPO, the default) and `random` (a
 uniformly random valid edit of the current best).
@@ -92,15 +93,14 @@ class RandomAgent:
   def observe(self, obs, proposal, reward, next_obs) -> dict:
     return {}
 
-  def state_dict(self) -> dict:
-    return {'rng': self.rng.bit_generator.state}
+  def state_dict(self) -> tuple[Any, dict]:
+    return {}, {'rng': self.rng.bit_generator.state}
 
-  def load_state_dict(self, state: dict) -> None:
-    self.rng.bit_generator.state = state['rng']
+  def load_state_dict(self, arrays, meta: dict) -> None:
+    self.rng.bit_generator.state = meta['rng']
 
-
-def _stack(observations: list[policy.Observation]) -> policy.Observation:
-  return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *observations)
+  def load_policy(self, arrays) -> None:
+    raise ValueError('agent.init_from needs a learning agent; the random agent has no policy')
 
 
 class PPOAgent:
@@ -126,7 +126,8 @@ class PPOAgent:
     self.tx = ppo.make_optimizer(self.ppo_config)
     self.opt_state = self.tx.init(self.params)
     self.key = jax.random.key(seed)
-    self.buffer: list[tuple] = []
+    self.buffer = self._empty_buffer()
+    self.buffered = 0   # transitions in the buffer since the last update
     self._act = jax.jit(self._act_fn)
     self._critic = jax.jit(self._critic_fn)
     self._update = ppo.make_update(self.graphdef, self.tx, self.ppo_config)
@@ -151,32 +152,52 @@ class PPOAgent:
     gene, value, log_prob, critic = self._act(self.params, obs, key)
     return Proposal(int(gene), int(value), float(log_prob), float(critic))
 
+  def _empty_buffer(self) -> ppo.Rollout:
+    """A fixed-size rollout (update_every transitions), filled in place."""
+    n, c = self.update_every, self.policy_config
+    obs = policy.Observation(
+        genome=np.zeros((n, c.genome_dim), np.float32),
+        history=np.zeros((n, c.history_len, c.history_dim), np.float32),
+        history_mask=np.zeros((n, c.history_len), bool),
+        globals=np.zeros((n, c.globals_dim), np.float32),
+        edit_mask=np.zeros((n, c.n_genes, c.max_values), bool))
+    return ppo.Rollout(obs=obs, gene=np.zeros(n, np.int32), value_index=np.zeros(n, np.int32),
+                       log_prob=np.zeros(n, np.float32), critic=np.zeros(n, np.float32),
+                       reward=np.zeros(n, np.float32))
+
   def observe(self, obs, proposal: Proposal, reward: float, next_obs) -> dict:
-    self.buffer.append((obs, proposal, reward))
-    if len(self.buffer) < self.update_every:
+    i, b = self.buffered, self.buffer
+    for field, value in zip(b.obs, obs):
+      field[i] = value
+    b.gene[i], b.value_index[i] = proposal.gene, proposal.value
+    b.log_prob[i], b.critic[i], b.reward[i] = proposal.log_prob, proposal.critic, reward
+    self.buffered += 1
+    if self.buffered < self.update_every:
       return {}
-    rollout = ppo.Rollout(
-        obs=_stack([o for o, _, _ in self.buffer]),
-        gene=np.array([p.gene for _, p, _ in self.buffer], np.int32),
-        value_index=np.array([p.value for _, p, _ in self.buffer], np.int32),
-        log_prob=np.array([p.log_prob for _, p, _ in self.buffer], np.float32),
-        critic=np.array([p.critic for _, p, _ in self.buffer], np.float32),
-        reward=np.array([r for _, _, r in self.buffer], np.float32))
     last_critic = self._critic(self.params, next_obs)
     self.key, key = jax.random.split(self.key)
     self.params, self.opt_state, metrics = self._update(
-        self.params, self.opt_state, rollout, last_critic, key)
-    self.buffer = []
+        self.params, self.opt_state, self.buffer, last_critic, key)
+    self.buffer, self.buffered = self._empty_buffer(), 0
     self.updates += 1
     return {k: float(v) for k, v in metrics.items()}
 
-  def state_dict(self) -> dict[str, Any]:
-    return {'params': self.params, 'opt_state': self.opt_state, 'key': self.key,
-            'buffer': list(self.buffer), 'updates': self.updates}
+  def state_dict(self) -> tuple[Any, dict]:
+    """(arrays, meta): everything needed to continue exactly."""
+    arrays = {'params': nnx.to_pure_dict(self.params), 'opt_state': self.opt_state,
+              'key': jax.random.key_data(self.key), 'buffer': self.buffer}
+    return arrays, {'buffered': self.buffered, 'updates': self.updates}
 
-  def load_state_dict(self, state: dict[str, Any]) -> None:
-    self.params, self.opt_state, self.key = state['params'], state['opt_state'], state['key']
-    self.buffer, self.updates = list(state['buffer']), state['updates']
+  def load_policy(self, arrays) -> None:
+    """Starts from the policy (parameters only) of another search's checkpoint."""
+    nnx.replace_by_pure_dict(self.params, arrays['params'])
+
+  def load_state_dict(self, arrays, meta: dict) -> None:
+    nnx.replace_by_pure_dict(self.params, arrays['params'])
+    self.opt_state = arrays['opt_state']
+    self.key = jax.random.wrap_key_data(arrays['key'])
+    self.buffer = jax.tree_util.tree_map(np.array, arrays['buffer'])
+    self.buffered, self.updates = meta['buffered'], meta['updates']
 
 
 def make(agent_config, history_len: int, seed: int):

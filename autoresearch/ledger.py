@@ -43,6 +43,15 @@ def _append_line(path: str, line: str) -> None:
     os.fsync(f.fileno())
 
 
+def _atomic_write(path: str, text: str) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
 class Ledger:
   """Appends one trial at a time to `workdir/results.tsv` and `workdir/trials.jsonl`."""
 
@@ -64,6 +73,22 @@ class Ledger:
   def read_records(self) -> list[dict[str, Any]]:
     """Every complete record of trials.jsonl, in order."""
     return read_records(self.jsonl_path)
+
+  def rewrite(self, records: list[dict[str, Any]]) -> None:
+    """Makes both files hold exactly `records` (atomic replace of each file that
+    differs: a torn last line, rows to drop, or a TSV behind its JSONL)."""
+    lines = [json.dumps(r, allow_nan=True) + '\n' for r in records]
+    with open(self.jsonl_path, 'a+') as f:
+      f.seek(0)
+      current = f.read()
+    if current != ''.join(lines):
+      _atomic_write(self.jsonl_path, ''.join(lines))
+    with open(self.tsv_path) as f:
+      tsv_rows = sum(1 for line in f if line.strip()) - 1
+    if tsv_rows != len(records):
+      rows = ['\t'.join(TSV_COLUMNS)] + [
+          '\t'.join(_tsv_field(r, c) for c in TSV_COLUMNS) for r in records]
+      _atomic_write(self.tsv_path, '\n'.join(rows) + '\n')
 
 
 def read_records(jsonl_path: str) -> list[dict[str, Any]]:

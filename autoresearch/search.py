@@ -17,33 +17,58 @@
    +reward_clip), where bpb is the trial's val_bpb (the two-run mean after a re-run)
    or, for an aborted trial, the self-evaluator's predicted val_bpb; a crash, or an
    aborted trial without a prediction, gets the floor -reward_clip.
+5. **Persistence.** After every step (one ledger row, or two for a re-run) the whole
+   state is checkpointed *first*, with that step's rows inside it, and only then are the
+   rows appended to the ledger (trials.jsonl, then results.tsv). So the ledger never
+   holds a row the checkpoint lacks, and at start-up:
+   - ledger rows < checkpoint counter: the missing rows come from the checkpoint;
+   - ledger rows > checkpoint counter (only after falling back from a corrupt latest
+     checkpoint): the extra rows move to trials.orphaned.jsonl and are re-run;
+   - results.tsv is rebuilt from trials.jsonl when their row counts differ.
+   A kill at any moment thus loses at most the trial in flight and duplicates none.
+   SIGTERM/SIGINT stop the running trial at its next step; nothing is recorded for it
+   (it is re-run after resume, from the same saved state, so it proposes the same edit)
+   and the process exits 0 within `checkpoint.grace_seconds`. A second SIGINT exits at
+   once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Optional
 
 import numpy as np
 from absl import logging
 
-from autoresearch import agents, genotype as genotype_lib, ledger as ledger_lib, modes, trial
+from autoresearch import agents, checkpointing, genotype as genotype_lib, ledger as ledger_lib
+from autoresearch import modes, trial
 
 
 @dataclasses.dataclass
 class SearchState:
-  """Everything the search needs to continue (checkpointed as a whole)."""
+  """Everything the search needs to continue (checkpointed as a whole with the agent)."""
   trials: int = 0                 # ledger rows written
   proposals: int = 0              # edits proposed by the agent
   best_genotype: dict = dataclasses.field(default_factory=dict)
   best_bpb: float = math.inf
   sigma: float = 0.0
   baseline_bpbs: list = dataclasses.field(default_factory=list)
-  history: list = dataclasses.field(default_factory=list)   # policy history rows
+  history: list = dataclasses.field(default_factory=list)   # policy history rows (lists)
   since_improvement: int = 0
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, meta: dict) -> 'SearchState':
+    return cls(**meta)
 
 
 def reward(best_before: float, bpb: Optional[float], sigma: float, clip: float) -> float:
@@ -62,39 +87,164 @@ def decide(gain: float, sigma: float, keep_sigmas: float) -> str:
   return 'discard'
 
 
+def config_fingerprint(config) -> dict[str, str]:
+  """Hashes of the parts of the config a search's results depend on. `max_trials` and
+  the checkpoint settings may change between runs; `agent.init_from` only matters at
+  the start."""
+  def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+  search = {k: v for k, v in config.search.to_dict().items() if k != 'max_trials'}
+  agent = {k: v for k, v in config.agent.to_dict().items() if k != 'init_from'}
+  return {
+      'data': digest(config.data.to_dict()),
+      'trial': digest(config.trial.to_dict()),
+      'baseline genotype': digest(genotype_lib.from_config(config)),
+      'search space': digest([(g.name, g.values) for g in genotype_lib.GENES]),
+      'search': digest(search),
+      'agent': digest(agent),
+  }
+
+
+class Interrupted(Exception):
+  """A preemption signal arrived; the trial in flight is dropped."""
+
+
 class Search:
   """One search in one workdir."""
 
   def __init__(self, config, workdir: str):
     self.config, self.workdir = config, workdir
-    os.makedirs(workdir, exist_ok=True)
+    try:
+      os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+      raise checkpointing.CheckpointError(f'cannot create the workdir {workdir}: {e}') from e
     trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
     self.corpus = modes.load_corpus(config)
     self.trial_config = modes.trial_config(config)
+    self.max_params = self.trial_config.max_params
     self.ledger = ledger_lib.Ledger(workdir)
     self.agent = agents.make(config.agent, config.agent.history, config.search.seed)
     self.state = SearchState(best_genotype=genotype_lib.from_config(config))
-    self.max_params = self.trial_config.max_params
+    self.fingerprint = config_fingerprint(config)
+    self.checkpointer = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                                   keep=config.checkpoint.keep)
+    self.interrupt_time: Optional[float] = None
     logging.info('data: %s, bytes %s', self.corpus.description, self.corpus.byte_counts())
+    self._restore()
 
-  # --- one trial, recorded -----------------------------------------------------------
+  # --- persistence -------------------------------------------------------------------
+
+  def _save(self, rows: list[dict]) -> None:
+    """Checkpoint (with this step's rows), then the ledger."""
+    arrays, agent_meta = self.agent.state_dict()
+    meta = {'state': self.state.to_json(), 'agent_kind': self.agent.kind,
+            'agent': agent_meta, 'fingerprint': self.fingerprint, 'pending_rows': rows}
+    self.checkpointer.save(self.state.trials, {'agent': arrays}, meta)
+    for row in rows:
+      self.ledger.append(row)
+
+  def _restore(self) -> None:
+    restored = self.checkpointer.restore({'agent': self.agent.state_dict()[0]})
+    if restored is None:
+      if self.config.agent.init_from:
+        self._init_policy_from(self.config.agent.init_from)
+      self._reconcile_ledger(checkpoint_rows=[])
+      return
+    step, arrays, meta = restored
+    self._check_fingerprint(meta['fingerprint'])
+    if meta['agent_kind'] != self.agent.kind:
+      raise checkpointing.CheckpointError(
+          f'{self.workdir} holds a search by agent {meta["agent_kind"]!r}, not '
+          f'{self.agent.kind!r}; use another workdir')
+    self.state = SearchState.from_json(meta['state'])
+    self.agent.load_state_dict(arrays['agent'], meta['agent'])
+    self._reconcile_ledger(checkpoint_rows=meta['pending_rows'])
+    logging.info('resumed from checkpoint %d: %d trials, best val_bpb %.6f', step,
+                 self.state.trials, self.state.best_bpb)
+
+  def _check_fingerprint(self, saved: dict) -> None:
+    changed = [part for part in self.fingerprint if saved.get(part) != self.fingerprint[part]]
+    if not changed:
+      return
+    message = (f'the config differs from the one that started the search in {self.workdir} '
+               f'in: {", ".join(changed)}')
+    if not self.config.checkpoint.allow_config_change:
+      raise checkpointing.CheckpointError(
+          message + ' (pass --config.checkpoint.allow_config_change=True to continue anyway)')
+    logging.warning('%s; continuing as allowed', message)
+
+  def _reconcile_ledger(self, checkpoint_rows: list[dict]) -> None:
+    """Makes the ledger hold exactly the checkpoint's trials 1..N (module docstring)."""
+    records = self.ledger.read_records()
+    n = self.state.trials
+    if len(records) > n:
+      orphans = records[n:]
+      logging.warning('ledger rows %d..%d are newer than the checkpoint: moved to '
+                      'trials.orphaned.jsonl, and those trials will run again', n + 1,
+                      len(records))
+      with open(os.path.join(self.workdir, 'trials.orphaned.jsonl'), 'a') as f:
+        for record in orphans:
+          f.write(json.dumps(record) + '\n')
+      records = records[:n]
+    missing = [row for row in checkpoint_rows if row['trial'] > len(records)]
+    if len(records) + len(missing) != n:
+      raise checkpointing.CheckpointError(
+          f'the ledger in {self.workdir} has {len(records)} trials and the checkpoint '
+          f'{n}; the rows in between are lost')
+    self.ledger.rewrite(records)  # drops a torn line; rebuilds results.tsv when it differs
+    for row in missing:
+      self.ledger.append(row)
+
+  def _init_policy_from(self, other_workdir: str) -> None:
+    other = checkpointing.Checkpointer(os.path.join(other_workdir, 'checkpoints'))
+    restored = other.restore({'agent': self.agent.state_dict()[0]})
+    if restored is None:
+      raise checkpointing.CheckpointError(f'agent.init_from: no checkpoint in {other_workdir}')
+    self.agent.load_policy(restored[1]['agent'])
+    logging.info('policy initialised from %s (checkpoint %d)', other_workdir, restored[0])
+
+  # --- signals -----------------------------------------------------------------------
+
+  def _on_signal(self, signum, frame):
+    if self.interrupt_time is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # second Ctrl-C: now
+    if self.interrupt_time is None:
+      self.interrupt_time = time.monotonic()
+      grace = self.config.checkpoint.grace_seconds
+      logging.warning('signal %d: stopping the trial in flight; the saved state is '
+                      'complete (exit within %.0f s)', signum, grace)
+      watchdog = threading.Timer(grace, lambda: os._exit(0))  # state on disk is consistent
+      watchdog.daemon = True
+      watchdog.start()
+
+  def _watch(self, reading: trial.LossReading) -> Optional[trial.Stop]:
+    if self.interrupt_time is not None:
+      return trial.Stop('interrupted by a signal', status='interrupted')
+    return None
+
+  # --- one trial ---------------------------------------------------------------------
 
   def _train(self, genotype: dict, seed: int) -> trial.TrialResult:
+    if self.interrupt_time is not None:
+      raise Interrupted
     cfg = dataclasses.replace(self.trial_config, seed=seed)
-    return trial.run(genotype, self.corpus, cfg)
+    result = trial.run(genotype, self.corpus, cfg, watch=self._watch)
+    if self.interrupt_time is not None or result.status == 'interrupted':
+      raise Interrupted
+    return result
 
-  def _record(self, result: trial.TrialResult, status: str, description: str, **extra) -> None:
+  def _row(self, result: trial.TrialResult, status: str, description: str, **extra) -> dict:
     self.state.trials += 1
-    record = dict(result.to_dict(), commit=result.genotype_id, status=status,
-                  description=description, trial=self.state.trials,
-                  agent=extra.pop('agent', self.agent.kind), memory_gb=result.peak_memory_gb,
-                  **extra)
-    record['best_bpb'] = self.state.best_bpb
-    self.ledger.append(record)
-    best = f'{self.state.best_bpb:.6f}' if math.isfinite(self.state.best_bpb) else '-'
-    bpb = f'{result.val_bpb:.6f}' if result.val_bpb is not None else '-'
-    logging.info('trial %d | %s | %s | val_bpb %s | %s | best %s', self.state.trials,
-                 record['agent'], description, bpb, status, best)
+    row = dict(result.to_dict(), commit=result.genotype_id, status=status,
+               description=description, trial=self.state.trials, agent=self.agent.kind,
+               memory_gb=result.peak_memory_gb)
+    row.update(extra)
+    return row
+
+  def _log(self, row: dict) -> None:
+    bpb = f'{row["val_bpb"]:.6f}' if row['val_bpb'] is not None else '-'
+    logging.info('trial %d | %s | %s | val_bpb %s | %s | best %.6f', row['trial'], row['agent'],
+                 row['description'], bpb, row['status'], row['best_bpb'])
 
   def _room(self, rows: int) -> bool:
     max_trials = self.config.search.max_trials
@@ -104,26 +254,27 @@ class Search:
 
   def measure_noise(self) -> None:
     """Trains the baseline `noise_repeats` times; sets best_bpb and sigma."""
-    search = self.config.search
-    baseline = self.state.best_genotype
-    while len(self.state.baseline_bpbs) < search.noise_repeats and self._room(1):
-      k = len(self.state.baseline_bpbs)
-      result = self._train(baseline, self.trial_config.seed + k)
+    s, search = self.state, self.config.search
+    while len(s.baseline_bpbs) < search.noise_repeats and self._room(1):
+      k = len(s.baseline_bpbs)
+      result = self._train(s.best_genotype, self.trial_config.seed + k)
       if result.status != 'ok':
         raise RuntimeError(f'the baseline genotype failed ({result.status}): {result.reason}')
-      self.state.baseline_bpbs.append(result.val_bpb)
-      self.state.best_bpb = float(np.mean(self.state.baseline_bpbs))
-      self._record(result, 'keep', f'baseline (noise run {k + 1}/{search.noise_repeats})',
-                   agent='baseline')
-    bpbs = self.state.baseline_bpbs
-    spread = float(np.std(bpbs, ddof=1)) if len(bpbs) > 1 else 0.0
-    self.state.sigma = max(spread, search.min_sigma)
+      s.baseline_bpbs.append(result.val_bpb)
+      s.best_bpb = float(np.mean(s.baseline_bpbs))
+      spread = float(np.std(s.baseline_bpbs, ddof=1)) if len(s.baseline_bpbs) > 1 else 0.0
+      s.sigma = max(spread, search.min_sigma)
+      row = self._row(result, 'keep', f'baseline (noise run {k + 1}/{search.noise_repeats})',
+                      agent='baseline', best_bpb=s.best_bpb, sigma=s.sigma)
+      self._save([row])
+      self._log(row)
     logging.info('baseline val_bpb %.6f, sigma %.6f (from %d runs, floor %.6f)',
-                 self.state.best_bpb, self.state.sigma, len(bpbs), search.min_sigma)
+                 s.best_bpb, s.sigma, len(s.baseline_bpbs), search.min_sigma)
 
   def observation(self):
     s = self.state
-    return agents.build_observation(s.best_genotype, s.history, self.config.agent.history,
+    history = [np.asarray(row, np.float32) for row in s.history]
+    return agents.build_observation(s.best_genotype, history, self.config.agent.history,
                                     s.trials, s.since_improvement, s.best_bpb, self.max_params)
 
   def step(self) -> None:
@@ -134,50 +285,62 @@ class Search:
     best_before, parent = s.best_bpb, s.best_genotype
     genotype = genotype_lib.apply_edit(parent, proposal.gene, proposal.value)
     description = genotype_lib.describe_edit(parent, proposal.gene, proposal.value)
-    s.proposals += 1
-    result = self._train(genotype, self.trial_config.seed)
-    results = [result]
-    if result.status == 'ok':
-      verdict = decide(best_before - result.val_bpb, s.sigma, search.keep_sigmas)
-      bpb = result.val_bpb
+    results = [self._train(genotype, self.trial_config.seed)]
+    first = results[0]
+    if first.status == 'ok':
+      verdict, bpb = decide(best_before - first.val_bpb, s.sigma, search.keep_sigmas), first.val_bpb
       if verdict == 'rerun' and self._room(2):
-        rerun = self._train(genotype, self.trial_config.seed + 10_000 + s.proposals)
-        results.append(rerun)
-        if rerun.status == 'ok':
-          bpb = (result.val_bpb + rerun.val_bpb) / 2
-          verdict = 'keep' if best_before - bpb > search.keep_sigmas * s.sigma / math.sqrt(2) \
-              else 'discard'
+        results.append(self._train(genotype, self.trial_config.seed + 10_000 + s.proposals))
+        if results[1].status == 'ok':
+          bpb = (first.val_bpb + results[1].val_bpb) / 2
+          margin = search.keep_sigmas * s.sigma / math.sqrt(2)
+          verdict = 'keep' if best_before - bpb > margin else 'discard'
         else:
           verdict = 'discard'
       elif verdict == 'rerun':
         verdict = 'discard'  # no ledger room left for the second run
       status = verdict
     else:
-      status, bpb = result.status, (result.predicted_bpb if result.status == 'aborted' else None)
+      status, bpb = first.status, (first.predicted_bpb if first.status == 'aborted' else None)
+    s.proposals += 1
     r = reward(best_before, bpb, s.sigma, search.reward_clip)
     became_best = status == 'keep'
     if became_best:
       s.best_genotype, s.best_bpb, s.since_improvement = genotype, float(bpb), 0
     else:
       s.since_improvement += 1
-    budget_fraction = result.train_seconds / max(self.trial_config.budget_seconds, 1e-9)
+    gene_name = genotype_lib.GENES[proposal.gene].name
+    gain_sigmas = (best_before - bpb) / s.sigma if bpb is not None else -math.inf
     s.history.append(agents.history_row(
-        proposal.gene, genotype_lib.value_index(parent, genotype_lib.GENES[proposal.gene].name),
-        proposal.value, (best_before - bpb) / s.sigma if bpb is not None else -math.inf,
-        status, budget_fraction, became_best))
+        proposal.gene, genotype_lib.value_index(parent, gene_name), proposal.value, gain_sigmas,
+        status, first.train_seconds / max(self.trial_config.budget_seconds, 1e-9),
+        became_best).tolist())
     s.history = s.history[-self.config.agent.history:]
-    for i, res in enumerate(results):
-      note = description if i == 0 else f'{description} (re-run, mean {bpb:.6f})'
-      self._record(res, status, note, reward=r, log_prob=proposal.log_prob,
-                   critic=proposal.critic, edit=[proposal.gene, proposal.value])
     metrics = self.agent.observe(obs, proposal, r, self.observation())
     if metrics:
       logging.info('agent update: %s', ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
+    rows = []
+    for i, result in enumerate(results):
+      note = description if i == 0 else f'{description} (re-run, mean {bpb:.6f})'
+      rows.append(self._row(result, status, note, reward=r, log_prob=proposal.log_prob,
+                            critic=proposal.critic, edit=[proposal.gene, proposal.value],
+                            best_bpb=s.best_bpb, agent_metrics=metrics))
+    self._save(rows)
+    for row in rows:
+      self._log(row)
 
   def run(self) -> SearchState:
-    self.measure_noise()
-    while self._room(1):
-      self.step()
+    handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+      self.measure_noise()
+      while self._room(1):
+        self.step()
+    except Interrupted:
+      logging.info('interrupted: %d trials are recorded and checkpointed', self.state.trials)
+    finally:
+      for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+      self.checkpointer.close()
     return self.state
 
 
@@ -185,6 +348,6 @@ def run(config, workdir: str) -> SearchState:
   """Runs the search in `workdir` until `config.search.max_trials` trials (0: forever)."""
   start = time.time()
   state = Search(config, workdir).run()
-  logging.info('search finished: %d trials in %.0f s, best val_bpb %.6f', state.trials,
-               time.time() - start, state.best_bpb)
+  logging.info('search stopped: %d trials in the workdir (%.0f s this run), best val_bpb %.6f',
+               state.trials, time.time() - start, state.best_bpb)
   return state

@@ -102,6 +102,12 @@ def get_config() -> ml_collections.ConfigDict:
       )),
   ))
 
+  config.checkpoint = ml_collections.ConfigDict(dict(
+      keep=3,                  # checkpoints kept (the newest; older ones are deleted)
+      grace_seconds=30.0,      # seconds from SIGTERM/SIGINT to exit
+      allow_config_change=False,  # resume even if data/trial/search/agent config changed
+  ))
+
   config.genotype = baseline_genotype()
   config.genotype_json = ''    # optional JSON file of gene: value, applied over config.genotype
   return config

@@ -1,0 +1,77 @@
+"""The only Orbax code: save and restore the whole search state.
+
+A checkpoint has two items: `arrays` (a pytree of arrays: policy parameters, optimizer
+state, rollout buffer, RNG key data) and `meta` (JSON: counters, best genotype, noise
+estimate, history, calibration, RNG states of numpy generators, the config fingerprint,
+and the ledger rows of the step that produced it). Orbax writes each step into a
+temporary folder and renames it when complete, so a kill mid-save leaves the previous
+step intact; the last `keep` steps are kept. Restores go into an abstract target
+(shapes and dtypes from `jax.eval_shape`), and a step that fails to restore falls back
+to the one before it, with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+class CheckpointError(RuntimeError):
+  """No usable checkpoint, or the workdir cannot hold one."""
+
+
+def _abstract(tree):
+  return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpointer:
+  """Saves and restores (arrays, meta) steps under `directory`."""
+
+  def __init__(self, directory: str, keep: int = 3):
+    self.directory = os.path.abspath(directory)
+    try:
+      os.makedirs(self.directory, exist_ok=True)
+    except OSError as e:
+      raise CheckpointError(f'cannot create the checkpoint folder {self.directory}: {e}') from e
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=False, create=True,
+        cleanup_tmp_directories=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=('arrays', 'meta'))
+
+  def save(self, step: int, arrays: Any, meta: dict) -> None:
+    """Writes step `step` completely, or raises CheckpointError and leaves the previous
+    steps as they were (Orbax's temporary folder is never renamed into place)."""
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)
+      self.manager.wait_until_finished()
+    except Exception as e:  # OSError (disk full, read-only) or Orbax's own errors
+      raise CheckpointError(f'could not save checkpoint {step} in {self.directory}: {e}') from e
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps(read=True))
+
+  def restore(self, abstract_arrays: Any) -> Optional[tuple[int, Any, dict]]:
+    """(step, arrays, meta) of the newest step that restores, or None without steps.
+    `abstract_arrays` gives the structure, shapes and dtypes to restore into."""
+    target = _abstract(abstract_arrays)
+    steps = self.steps()
+    for step in reversed(steps):
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            arrays=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+        return step, restored['arrays'], dict(restored['meta'])
+      except Exception as e:  # a corrupt or half-written step
+        logging.warning('checkpoint step %d in %s is unreadable (%s: %s); trying the one '
+                        'before it', step, self.directory, type(e).__name__, str(e)[:200])
+    if steps:
+      raise CheckpointError(f'no readable checkpoint among steps {steps} in {self.directory}')
+    return None
+
+  def close(self) -> None:
+    self.manager.close()

@@ -1,0 +1,449 @@
+"""The self-evaluator: watch a trial's loss, predict its final val_bpb, stop hopeless ones.
+
+    calibration = evaluator.Calibration.create(cfg)          # part of the search state
+    watch = evaluator.Evaluator(cfg, calibration, best_bpb, keep_margin_bpb, budget_seconds)
+    result = trial.run(genotype, corpus, trial_cfg, watch=watch)
+    calibration.update(result.to_dict())                      # after every completed trial
+
+* **Smoothing.** Each reading updates an exponential moving average of the training loss
+  whose half-life is a fraction of the budget (not a number of steps), so genotypes with
+  slow and fast steps are smoothed alike; it is debiased like Adam's moments.
+* **Fit.** At every checkpoint (multiples of `check_every`) the smoothed curve on
+  [fit_start·p, p] is fitted with the learning-curve power law L(p) = c + a·p^(-b)
+  (Domhan et al., IJCAI 2015; Kaplan et al., 2020), in JAX on the CPU: variable
+  projection over a grid of b (for a fixed b the model is linear in a and c; Golub &
+  Pereyra, 1973), then Levenberg-Marquardt steps (Levenberg, 1944; Marquardt, 1963) in an
+  unconstrained space. Arrays are padded to `MAX_POINTS`, so it compiles once.
+* **Calibration.** The extrapolated train loss is not the final val_bpb: the LR warmdown
+  drops the loss below the constant-LR power law (Hägele et al., 2024) and train is not
+  val. Per checkpoint, a ridge regression of (final val_bpb - extrapolation) on the fit's
+  features learns that map from the search's completed trials; its leave-one-out
+  residuals (Allen's PRESS, 1974) give the uncertainty. With fewer than `min_history`
+  trials the uncertainty is the wide `prior_std`.
+* **Decisions.** Stop at once on a non-finite loss or divergence (smoothed loss above
+  `divergence_factor` x its running minimum). From `min_progress` on, stop when
+  P(final < best - margin) < `delta` under the Gaussian prediction. `check_stall` stops a
+  trial whose steps no longer finish.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from autoresearch import trial
+
+LN2 = math.log(2.0)
+MAX_POINTS = 256          # readings per fit (subsampled / padded): one compiled shape
+MIN_POINTS = 5            # fewer readings than this: no fit
+_B_MAX = 3.0              # upper bound of the exponent b
+_B_GRID = np.geomspace(0.02, 2.5, 48).astype(np.float32)   # variable-projection grid of b
+_LM_STEPS = 24            # Levenberg-Marquardt iterations (fixed: one compiled loop)
+_TRACES = {'fit': 0}      # traces of the single fit (tests check it compiles once)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluatorConfig:
+  enabled: bool = True            # False: the watcher never stops a trial
+  min_progress: float = 0.2       # fraction of the budget before any predicted-bpb stop
+  check_every: float = 0.05       # fraction of the budget between fits (the checkpoint grid)
+  delta: float = 0.05             # stop when P(final beats best by the margin) < delta
+  smoothing: float = 0.01         # EMA half-life of the training loss, fraction of the budget
+  fit_start: float = 0.25         # the fit at progress p uses readings from fit_start·p to p
+  divergence_factor: float = 1.5  # smoothed loss above this x its running minimum: stop now
+  stall_seconds: float = 30.0     # seconds; no step finished for this long: stop (0 = off)
+  min_history: int = 8           # completed trials before the calibrated std is trusted
+  prior_std: float = 0.5          # bits/byte; std of a prediction before min_history trials
+  min_std: float = 0.003          # bits/byte; floor of a calibrated prediction's std
+  ridge: float = 0.01             # bits^2; ridge penalty of the calibration slopes
+  max_history: int = 512          # most recent completed trials the calibration keeps
+
+
+class PowerLawFit(NamedTuple):
+  """L(p) = c + a·p^(-b), fitted in nats; residual_scale is the RMS misfit (nats)."""
+  a: float
+  b: float
+  c: float
+  residual_scale: float
+
+  @property
+  def final(self) -> float:
+    """The extrapolated loss at the end of the budget (p = 1)."""
+    return self.c + self.a
+
+
+class Prediction(NamedTuple):
+  """One prediction of the final val_bpb of the running trial."""
+  progress: float     # fraction of the budget when it was made
+  mean_bpb: float
+  std_bpb: float
+  p_beat: float       # P(final < best - margin)
+
+
+# --- the fit (JAX) --------------------------------------------------------------------
+
+def _unpack(theta):
+  return jnp.exp(theta[0]), _B_MAX * jax.nn.sigmoid(theta[1]), jax.nn.softplus(theta[2])
+
+
+def _fit_arrays(p_N, y_N, mask_N):
+  """Least-squares power law on masked padded arrays -> (a, b, c, residual_scale)."""
+  w_N = mask_N.astype(jnp.float32)
+  p_N = jnp.where(mask_N, p_N, 1.0)   # padding must not reach 0^(-b)
+  y_N = jnp.where(mask_N, y_N, 0.0)
+  n = jnp.maximum(jnp.sum(w_N), 1.0)
+
+  # Variable projection: for each b on the grid, the best (a, c) in closed form.
+  b_G = jnp.asarray(_B_GRID)
+  x_GxN = p_N[None, :] ** (-b_G[:, None])
+  x_mean_G = jnp.sum(w_N[None, :] * x_GxN, axis=1) / n
+  y_mean = jnp.sum(w_N * y_N) / n
+  xc_GxN = x_GxN - x_mean_G[:, None]
+  cov_G = jnp.sum(w_N[None, :] * xc_GxN * (y_N - y_mean)[None, :], axis=1)
+  var_G = jnp.sum(w_N[None, :] * xc_GxN ** 2, axis=1)
+  a_G = jnp.maximum(cov_G / jnp.maximum(var_G, 1e-12), 1e-4)   # a > 0: a falling curve
+  c_G = jnp.maximum(y_mean - a_G * x_mean_G, 1e-3)
+  sse_G = jnp.sum(w_N[None, :] * (c_G[:, None] + a_G[:, None] * x_GxN - y_N[None, :]) ** 2,
+                  axis=1)
+  g = jnp.argmin(sse_G)
+  b0 = b_G[g] / _B_MAX
+  theta = jnp.stack([jnp.log(a_G[g]), jnp.log(b0 / (1.0 - b0)),
+                     c_G[g] + jnp.log(-jnp.expm1(-c_G[g]))])   # inverse softplus
+
+  def residuals(theta):
+    a, b, c = _unpack(theta)
+    return w_N * (c + a * p_N ** (-b) - y_N)
+
+  def lm_step(_, carry):
+    theta, damping, cost = carry
+    r_N = residuals(theta)
+    j_Nx3 = jax.jacfwd(residuals)(theta)
+    h_3x3 = j_Nx3.T @ j_Nx3
+    scale_3 = jnp.diag(h_3x3) + 1e-6 * jnp.trace(h_3x3) + 1e-12
+    step = jnp.linalg.solve(h_3x3 + damping * jnp.diag(scale_3), -(j_Nx3.T @ r_N))
+    candidate = theta + step
+    candidate_cost = jnp.sum(residuals(candidate) ** 2)
+    better = candidate_cost < cost   # False for NaN: a failed solve is just rejected
+    return (jnp.where(better, candidate, theta), jnp.where(better, damping * 0.3, damping * 4.0),
+            jnp.where(better, candidate_cost, cost))
+
+  cost0 = jnp.sum(residuals(theta) ** 2)
+  theta, _, cost = jax.lax.fori_loop(0, _LM_STEPS, lm_step, (theta, jnp.float32(1e-2), cost0))
+  a, b, c = _unpack(theta)
+  return jnp.stack([a, b, c, jnp.sqrt(cost / jnp.maximum(n - 3.0, 1.0))])
+
+
+def _fit_traced(p_N, y_N, mask_N):
+  _TRACES['fit'] += 1   # runs only while tracing
+  return _fit_arrays(p_N, y_N, mask_N)
+
+
+_fit_one = jax.jit(_fit_traced)
+_fit_many = jax.jit(jax.vmap(_fit_arrays))
+
+
+def _on_cpu(*arrays):
+  # The fit runs on the host CPU: on an accelerator it would queue behind the trial's
+  # dispatched steps and reading it back would stall the training loop.
+  cpu = jax.devices('cpu')[0]
+  return [jax.device_put(a, cpu) for a in arrays]
+
+
+def _pad(progress: np.ndarray, loss: np.ndarray):
+  """Subsamples to MAX_POINTS evenly spaced readings and pads: (p, y, mask) float32/bool."""
+  n = len(progress)
+  if n > MAX_POINTS:
+    keep = np.linspace(0, n - 1, MAX_POINTS).round().astype(np.int64)
+    progress, loss, n = progress[keep], loss[keep], MAX_POINTS
+  p, y = np.ones(MAX_POINTS, np.float32), np.zeros(MAX_POINTS, np.float32)
+  p[:n], y[:n] = progress, loss
+  return p, y, np.arange(MAX_POINTS) < n
+
+
+def fit_power_law(progress: Sequence[float], loss: Sequence[float]) -> PowerLawFit:
+  """Fits L(p) = c + a·p^(-b) (nats) to readings at progress p in (0, 1], on the CPU.
+
+  Any number of readings (at least 3) uses the same compiled function: more than
+  MAX_POINTS are subsampled evenly.
+  """
+  p, y, mask = _pad(np.asarray(progress, np.float32), np.asarray(loss, np.float32))
+  return PowerLawFit(*(float(v) for v in np.asarray(_fit_one(*_on_cpu(p, y, mask)))))
+
+
+# --- features of a curve --------------------------------------------------------------
+
+class _Ema:
+  """Debiased EMA of the loss with a half-life in progress units."""
+
+  def __init__(self, half_life: float):
+    self.half_life, self.mean, self.weight, self.progress = half_life, 0.0, 0.0, 0.0
+
+  def update(self, progress: float, loss: float) -> float:
+    dt = max(progress - self.progress, 0.0)
+    self.progress = progress
+    keep = 0.5 ** (dt / self.half_life) if self.half_life > 0 else 0.0
+    self.mean = keep * self.mean + (1.0 - keep) * loss
+    self.weight = keep * self.weight + (1.0 - keep)
+    return self.mean / self.weight if self.weight > 0 else loss
+
+
+def smooth(progress: Sequence[float], loss: Sequence[float], half_life: float) -> np.ndarray:
+  """The smoothed loss after each reading, exactly as the live evaluator computes it."""
+  ema = _Ema(half_life)
+  return np.array([ema.update(float(p), float(x)) for p, x in zip(progress, loss)], np.float64)
+
+
+def _window(progress: np.ndarray, smoothed: np.ndarray, end: int, fit_start: float):
+  """Readings [start, end] that the fit at reading `end` uses, or None if too few."""
+  if end + 1 < MIN_POINTS:
+    return None
+  start = int(np.searchsorted(progress[:end + 1], fit_start * progress[end]))
+  start = min(start, end + 1 - MIN_POINTS)
+  return _pad(progress[start:end + 1].astype(np.float32), smoothed[start:end + 1].astype(np.float32))
+
+
+def _features(fit: np.ndarray, current: float) -> np.ndarray:
+  # Clipped so that a wild fit cannot extrapolate above the current loss or below zero.
+  final = float(np.clip(fit[2] + fit[0], 0.0, current))
+  return np.array([final, current])
+
+
+def trial_features(loss_curve, budget_seconds: float, checkpoints: np.ndarray,
+                   smoothing: float, fit_start: float) -> np.ndarray:
+  """Features (K, 2) in nats, [extrapolated final loss, smoothed loss], at each of the K
+  checkpoints of a recorded `loss_curve` ([[seconds, step, loss], ...]); NaN where the
+  curve does not reach a checkpoint. The live evaluator computes the same numbers."""
+  out = np.full((len(checkpoints), 2), np.nan)
+  curve = np.asarray(loss_curve, np.float64).reshape(-1, 3)
+  if len(curve) < MIN_POINTS:
+    return out
+  progress = curve[:, 0] / budget_seconds
+  smoothed = smooth(progress, curve[:, 2], smoothing)
+  ends = np.searchsorted(progress, np.asarray(checkpoints) - 1e-9)  # first reading >= cp
+  windows, rows = [], []
+  for k, end in enumerate(ends):
+    w = _window(progress, smoothed, int(end), fit_start) if end < len(progress) else None
+    if w is not None:
+      windows.append(w)
+      rows.append((k, float(smoothed[end])))
+  if windows:
+    p, y, m = (np.stack(arrays) for arrays in zip(*windows))
+    fits = np.asarray(_fit_many(*_on_cpu(p, y, m)))
+    for (k, current), fit in zip(rows, fits):
+      out[k] = _features(fit, current)
+  return out
+
+
+# --- calibration from history -----------------------------------------------------------
+
+def _ok(record: dict) -> bool:
+  bpb = record.get('val_bpb')
+  return (record.get('status') in ('ok', 'keep', 'discard') and isinstance(bpb, (int, float))
+          and math.isfinite(bpb) and bool(record.get('loss_curve')))
+
+
+@dataclasses.dataclass
+class Calibration:
+  """Completed trials' features and finals, and the map from features to final val_bpb.
+
+  State (to_dict / from_dict, JSON-ready): the checkpoint grid and the smoothing and fit
+  settings the features were taken with (they travel with the features, so a config
+  change never mixes incompatible features), features (N, K, 2) nats, targets (N,)
+  val_bpb. The decision settings (ridge, prior_std, ...) come from `cfg`.
+  """
+  checkpoints: np.ndarray
+  smoothing: float
+  fit_start: float
+  features: np.ndarray
+  targets: np.ndarray
+  cfg: EvaluatorConfig = dataclasses.field(default_factory=EvaluatorConfig)
+  _models: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+  @classmethod
+  def create(cls, cfg: EvaluatorConfig) -> 'Calibration':
+    """An empty calibration with checkpoints at multiples of cfg.check_every below 1."""
+    count = max(int(math.ceil(1.0 / cfg.check_every - 1e-6)) - 1, 1)
+    checkpoints = np.round(np.arange(1, count + 1) * cfg.check_every, 6)
+    return cls(checkpoints, cfg.smoothing, cfg.fit_start, np.zeros((0, count, 2)), np.zeros(0),
+               cfg)
+
+  @property
+  def num_trials(self) -> int:
+    return len(self.targets)
+
+  def update(self, record: dict, budget_seconds: Optional[float] = None) -> bool:
+    """Adds a ledger record if it completed with a finite val_bpb; returns whether it did.
+    Progress is seconds / budget_seconds (default: the record's 'budget_seconds', else
+    its train_seconds, which a completed trial ends just past the budget)."""
+    if not _ok(record):
+      return False
+    budget = budget_seconds or record.get('budget_seconds') or record.get('train_seconds')
+    if not budget:
+      return False
+    feats = trial_features(record['loss_curve'], float(budget), self.checkpoints,
+                           self.smoothing, self.fit_start)
+    self.add(feats, float(record['val_bpb']))
+    return True
+
+  def add(self, features: np.ndarray, final_bpb: float) -> None:
+    """Adds one trial's (K, 2) features and final val_bpb; keeps the newest max_history."""
+    keep = self.cfg.max_history - 1
+    self.features = np.concatenate([self.features[-keep:] if keep else self.features[:0],
+                                    features[None]])
+    self.targets = np.concatenate([self.targets[-keep:] if keep else self.targets[:0],
+                                   [final_bpb]])
+    self._models.clear()
+
+  def _model(self, k: int):
+    """Ridge fit at checkpoint k of z = final - extrapolation (bits) on the features."""
+    if k not in self._models:
+      x_Nx2 = self.features[:, k] / LN2
+      rows = np.all(np.isfinite(x_Nx2), axis=1)
+      x_Nx2, y_N = x_Nx2[rows], self.targets[rows]
+      n = len(y_N)
+      if n == 0:
+        self._models[k] = None
+      else:
+        z_N = y_N - x_Nx2[:, 0]
+        x_mean, z_mean = x_Nx2.mean(axis=0), z_N.mean()
+        xc_Nx2 = x_Nx2 - x_mean
+        inv_2x2 = np.linalg.inv(xc_Nx2.T @ xc_Nx2 + self.cfg.ridge * np.eye(2))
+        slope_2 = inv_2x2 @ xc_Nx2.T @ (z_N - z_mean)
+        leverage_N = 1.0 / n + np.einsum('ni,ij,nj->n', xc_Nx2, inv_2x2, xc_Nx2)
+        loo_N = (z_N - z_mean - xc_Nx2 @ slope_2) / np.maximum(1.0 - leverage_N, 0.05)
+        self._models[k] = (n, x_mean, z_mean, slope_2, inv_2x2, float(np.sqrt(np.mean(loo_N ** 2))))
+    return self._models[k]
+
+  def predict(self, features: np.ndarray, progress: float) -> tuple[float, float]:
+    """(mean, std) of the final val_bpb for features (2,) nats taken at `progress`."""
+    x_2 = np.asarray(features, np.float64) / LN2
+    k = int(np.searchsorted(self.checkpoints, progress + 1e-6, side='right')) - 1
+    model = self._model(k) if 0 <= k < len(self.checkpoints) else None
+    if model is None:
+      return float(x_2[0]), self.cfg.prior_std
+    n, x_mean, z_mean, slope_2, inv_2x2, loo_rms = model
+    xc_2 = x_2 - x_mean
+    mean = x_2[0] + z_mean + float(xc_2 @ slope_2)
+    if n < self.cfg.min_history:
+      return float(mean), self.cfg.prior_std
+    # The leverage of the new point widens predictions away from the history's features.
+    std = loo_rms * math.sqrt(1.0 + 1.0 / n + float(xc_2 @ inv_2x2 @ xc_2))
+    return float(mean), max(std, self.cfg.min_std)
+
+  def to_dict(self) -> dict:
+    """JSON-ready state (missing features as None)."""
+    features = np.where(np.isfinite(self.features), self.features, None)
+    return dict(checkpoints=self.checkpoints.tolist(), smoothing=self.smoothing,
+                fit_start=self.fit_start, features=features.tolist(),
+                targets=self.targets.tolist())
+
+  @classmethod
+  def from_dict(cls, state: dict, cfg: EvaluatorConfig) -> 'Calibration':
+    """Inverse of to_dict (also accepts arrays, e.g. restored by Orbax)."""
+    checkpoints = np.asarray(state['checkpoints'], np.float64).reshape(-1)
+    features = np.asarray(state['features'], dtype=np.float64).reshape(-1, len(checkpoints), 2)
+    return cls(checkpoints, float(state['smoothing']), float(state['fit_start']), features,
+               np.asarray(state['targets'], np.float64).reshape(-1), cfg)
+
+
+# --- the watcher ------------------------------------------------------------------------
+
+def _warm_up() -> None:
+  # Compiles the fit outside any trial's clock (once per process).
+  if _TRACES['fit'] == 0:
+    fit_power_law(np.linspace(0.1, 1.0, MIN_POINTS), np.linspace(2.0, 1.0, MIN_POINTS))
+
+
+class Evaluator:
+  """The trial's watcher: fed every LossReading, returns a trial.Stop or None.
+
+  Per reading it only updates an EMA and a running minimum; it fits when the progress
+  crosses a checkpoint of the calibration's grid. `last_prediction` and `predictions`
+  hold what it predicted (for the progress bar and the ledger).
+  """
+
+  def __init__(self, cfg: EvaluatorConfig, calibration: Optional[Calibration],
+               best_bpb: Optional[float], keep_margin_bpb: float, budget_seconds: float):
+    self.cfg = cfg
+    self.calibration = calibration if calibration is not None else Calibration.create(cfg)
+    self.best_bpb = math.inf if best_bpb is None else float(best_bpb)
+    self.keep_margin_bpb = float(keep_margin_bpb)
+    self.budget_seconds = float(budget_seconds)
+    self.last_prediction: Optional[Prediction] = None
+    self.predictions: list[Prediction] = []
+    self.last_seconds = 0.0
+    self._ema = _Ema(self.calibration.smoothing)
+    self._progress: list[float] = []
+    self._smoothed: list[float] = []
+    self._running_min = math.inf
+    self._next_checkpoint = 0
+    if cfg.enabled:
+      _warm_up()
+
+  def __call__(self, reading: trial.LossReading) -> Optional[trial.Stop]:
+    if not self.cfg.enabled:
+      return None
+    self.last_seconds = reading.seconds
+    if not math.isfinite(reading.loss):
+      return trial.Stop(f'training loss is {reading.loss} at step {reading.step}')
+    progress = reading.seconds / self.budget_seconds
+    smoothed = self._ema.update(progress, reading.loss)
+    self._progress.append(progress)
+    self._smoothed.append(smoothed)
+    self._running_min = min(self._running_min, smoothed)
+    if smoothed > self.cfg.divergence_factor * self._running_min:
+      return trial.Stop(f'diverged: smoothed loss {smoothed:.3f} nats > '
+                        f'{self.cfg.divergence_factor:g} x its minimum '
+                        f'{self._running_min:.3f} at step {reading.step}')
+    checkpoints = self.calibration.checkpoints
+    if self._next_checkpoint < len(checkpoints) and \
+        progress >= checkpoints[self._next_checkpoint] - 1e-9:
+      self._next_checkpoint = int(np.searchsorted(checkpoints, progress + 1e-9, side='right'))
+      return self._check(progress)
+    return None
+
+  def _check(self, progress: float) -> Optional[trial.Stop]:
+    p = np.asarray(self._progress)
+    smoothed = np.asarray(self._smoothed)
+    window = _window(p, smoothed, len(p) - 1, self.calibration.fit_start)
+    if window is None:
+      return None
+    fit = np.asarray(_fit_one(*_on_cpu(*window)))
+    mean, std = self.calibration.predict(_features(fit, float(smoothed[-1])), progress)
+    threshold = self.best_bpb - self.keep_margin_bpb
+    p_beat = 0.5 * math.erfc((mean - threshold) / (std * math.sqrt(2.0))) \
+        if math.isfinite(threshold) else 1.0
+    self.last_prediction = Prediction(progress, mean, std, p_beat)
+    self.predictions.append(self.last_prediction)
+    if progress >= self.cfg.min_progress - 1e-9 and p_beat < self.cfg.delta:
+      return trial.Stop(
+          f'predicted val_bpb {mean:.4f} ± {std:.4f} at {progress:.0%} of the budget, '
+          f'P(beats best {self.best_bpb:.4f} by {self.keep_margin_bpb:.4f}) = {p_beat:.3g} '
+          f'< {self.cfg.delta:g}', predicted_bpb=mean)
+    return None
+
+  def check_stall(self, now_seconds: float) -> Optional[trial.Stop]:
+    """A Stop when no reading arrived for stall_seconds up to `now_seconds` (training
+    seconds, the clock of LossReading.seconds), else None."""
+    waited = now_seconds - self.last_seconds
+    if self.cfg.enabled and self.cfg.stall_seconds > 0 and waited > self.cfg.stall_seconds:
+      return trial.Stop(f'stalled: no step finished in {waited:.1f} s '
+                        f'(limit {self.cfg.stall_seconds:g} s)')
+    return None
+
+
+def replay(watch: Evaluator, loss_curve, budget_seconds: float):
+  """Feeds a recorded loss_curve to `watch` as the trial would; (Stop or None, progress at
+  the stop or at the end). For benchmarks and tests."""
+  progress = 0.0
+  for seconds, step, loss in loss_curve:
+    progress = seconds / budget_seconds
+    stop = watch(trial.LossReading(seconds, min(progress, 1.0), int(step), loss))
+    if stop is not None:
+      return stop, progress
+  return None, progress

@@ -1,0 +1,448 @@
+"""The progress plot and summary of a search's workdir.
+
+    headline = report.write_report(workdir)   # progress.png, report.md; returns the figures
+
+Reads `trials.jsonl` only (never the checkpoint), so it can run while a search is still
+appending to the same workdir; a torn last line is skipped by `ledger.read_records`. It
+writes nothing but `progress.png` and `report.md`, each atomically (temp file, then
+`os.replace`), so a reader never sees half a file.
+
+Conventions shared by the plot, the markdown and the headline:
+
+* The baseline rows (agent 'baseline') come first; their mean val_bpb is the starting
+  best, and sigma is their standard deviation (ddof=1, floored at `MIN_SIGMA`).
+* An *edit* is one proposal of the agent. A proposal that fell inside the noise band is
+  trained twice: two ledger rows, the second described '... (re-run, mean X)'. Both rows
+  are plotted, but the pair counts as one edit, whose bpb is the two-run mean.
+* The best is the last row's `best_bpb`; the best genotype is that of the last 'keep'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import tempfile
+from typing import Any, Optional
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from autoresearch import ledger as ledger_lib
+
+MIN_SIGMA = 1e-9   # bpb; keeps the sigma figures finite when the baseline runs agree exactly
+HEADLINE_KEYS = ('trials', 'best_val_bpb', 'baseline_val_bpb', 'improvement_bpb',
+                 'improvement_sigmas', 'kept', 'aborted_percent', 'crashed_percent',
+                 'trials_per_hour')
+STATUS_COLOURS = {'keep': 'tab:green', 'discard': 'tab:gray', 'aborted': 'tab:orange',
+                  'crash': 'tab:red'}
+TIME_PARTS = ('compile', 'train', 'eval', 'other', 'agent', 'checkpoint')
+_RERUN = re.compile(r'\s*\(re-run, mean ([^)]*)\)\s*$')
+
+
+def _number(value) -> Optional[float]:
+  """A finite float, or None (a missing score, NaN or inf all read as 'no score')."""
+  if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    return float(value)
+  return None
+
+
+@dataclasses.dataclass
+class Edit:
+  """One proposal of the agent: one ledger row, or two for a re-run pair."""
+  trial: int            # the first row's trial number
+  description: str      # without the re-run suffix
+  status: str
+  bpb: Optional[float]  # val_bpb, the two-run mean after a re-run, or the predicted bpb
+  best_before: Optional[float]
+  best_after: Optional[float]
+  reward: Optional[float]
+  runs: int = 1
+
+  @property
+  def gene(self) -> str:
+    return self.description.split()[0] if self.description.split() else '?'
+
+
+def load(workdir: str) -> list[dict[str, Any]]:
+  """The complete records of `workdir/trials.jsonl`; a clear error when there are none."""
+  path = os.path.join(workdir, 'trials.jsonl')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'no trials.jsonl in workdir {workdir!r}: has a search run there?')
+  records = ledger_lib.read_records(path)
+  if not records:
+    raise ValueError(f'trials.jsonl in workdir {workdir!r} holds no complete trial yet')
+  return records
+
+
+def baseline_stats(records: list[dict]) -> tuple[float, float]:
+  """(mean val_bpb, sigma) of the baseline rows (the first row when none is marked)."""
+  bpbs = [_number(r.get('val_bpb')) for r in records if r.get('agent') == 'baseline']
+  bpbs = [b for b in bpbs if b is not None] or [_number(records[0].get('val_bpb'))]
+  if bpbs[0] is None:
+    return math.nan, MIN_SIGMA
+  spread = float(np.std(bpbs, ddof=1)) if len(bpbs) > 1 else 0.0
+  return float(np.mean(bpbs)), max(spread, MIN_SIGMA)
+
+
+def best_bpb(records: list[dict]) -> float:
+  """The best after the last trial: its `best_bpb`, else the lowest kept val_bpb."""
+  for r in reversed(records):
+    best = _number(r.get('best_bpb'))
+    if best is not None:
+      return best
+  kept = [_number(r.get('val_bpb')) for r in records if r.get('status') == 'keep']
+  kept = [k for k in kept if k is not None]
+  return min(kept) if kept else math.nan
+
+
+def edits(records: list[dict]) -> list[Edit]:
+  """The agent's proposals in order, re-run pairs merged (see the module docstring)."""
+  out: list[Edit] = []
+  previous_best = None
+  for r in records:
+    best_after = _number(r.get('best_bpb'))
+    description = str(r.get('description', ''))
+    rerun = _RERUN.search(description)
+    if r.get('agent') == 'baseline':
+      pass
+    elif rerun and out and out[-1].runs == 1 and out[-1].trial == r.get('trial', 0) - 1:
+      edit = out[-1]
+      edit.runs, edit.status, edit.best_after = 2, r.get('status', edit.status), best_after
+      try:
+        edit.bpb = float(rerun.group(1))
+      except ValueError:
+        pass  # keep the first run's score rather than fail on an odd description
+    else:
+      bpb = _number(r.get('val_bpb'))
+      if r.get('status') == 'aborted':
+        bpb = _number(r.get('predicted_bpb'))
+      out.append(Edit(trial=int(r.get('trial', len(out) + 1)),
+                      description=_RERUN.sub('', description), status=str(r.get('status')),
+                      bpb=bpb, best_before=previous_best, best_after=best_after,
+                      reward=_number(r.get('reward'))))
+    if best_after is not None:
+      previous_best = best_after
+  return out
+
+
+def _kept_gain(edit: Edit) -> Optional[float]:
+  # The kept bpb is what became the best (the two-run mean after a re-run).
+  bpb = edit.best_after if edit.best_after is not None else edit.bpb
+  if edit.best_before is None or bpb is None:
+    return None
+  return edit.best_before - bpb
+
+
+def time_totals(records: list[dict]) -> dict[str, float]:
+  """Seconds per part of the search. 'other' is a trial's time outside compile, train and
+  eval (setup, data); agent and checkpoint seconds count only where recorded."""
+  totals = dict.fromkeys(TIME_PARTS, 0.0)
+  for r in records:
+    parts = {p: _number(r.get(f'{p}_seconds')) or 0.0
+             for p in ('compile', 'train', 'eval', 'agent', 'checkpoint')}
+    total = _number(r.get('total_seconds')) or 0.0
+    parts['other'] = max(total - parts['compile'] - parts['train'] - parts['eval'], 0.0)
+    for part, seconds in parts.items():
+      totals[part] += seconds
+  return totals
+
+
+def headline(records: list[dict]) -> dict[str, Any]:
+  """The headline figures (keys `HEADLINE_KEYS`): `kept` counts the agent's kept edits
+  (a re-run pair once, the baseline rows not at all); the percentages are of all trials."""
+  n = len(records)
+  baseline, sigma = baseline_stats(records)
+  best = best_bpb(records)
+  wall_hours = sum(time_totals(records).values()) / 3600
+  count = lambda status: sum(r.get('status') == status for r in records)
+  return {
+      'trials': n,
+      'best_val_bpb': best,
+      'baseline_val_bpb': baseline,
+      'improvement_bpb': baseline - best,
+      'improvement_sigmas': (baseline - best) / sigma,
+      'kept': sum(e.status == 'keep' for e in edits(records)),
+      'aborted_percent': 100.0 * count('aborted') / n,
+      'crashed_percent': 100.0 * count('crash') / n,
+      'trials_per_hour': n / wall_hours if wall_hours > 0 else math.nan,
+  }
+
+
+def format_headline(figures: dict[str, Any]) -> str:
+  """The headline as greppable `key: value` lines."""
+  lines = []
+  for key in HEADLINE_KEYS:
+    value = figures[key]
+    if isinstance(value, int):
+      text = str(value)
+    elif key.endswith(('percent', 'per_hour', 'sigmas')):
+      text = f'{value:.2f}'
+    else:
+      text = f'{value:.6f}'
+    lines.append(f'{key}: {text}')
+  return '\n'.join(lines)
+
+
+# --- The plot ---------------------------------------------------------------------------
+
+
+def _y_limits(records: list[dict], baseline: float) -> tuple[float, float]:
+  """A y range that shows the best, the baseline and the near misses; far-off discards
+  (a diverged recipe at 5 bpb) would otherwise squash the interesting band flat."""
+  ys = [_plotted_y(r) for r in records] + [_number(r.get('best_bpb')) for r in records]
+  ys = [y for y in ys if y is not None]
+  if not ys:
+    return 0.0, 1.0
+  low, high = min(ys), max(ys)
+  if math.isfinite(baseline):
+    span = max(baseline - low, 0.02 * abs(baseline), 1e-6)
+    high = min(high, baseline + 3 * span)
+  pad = max(high - low, 1e-6) * 0.06
+  return low - pad, high + pad
+
+
+def _plotted_y(record: dict) -> Optional[float]:
+  if record.get('status') == 'aborted':
+    return _number(record.get('predicted_bpb'))
+  return _number(record.get('val_bpb'))
+
+
+def build_figure(records: list[dict]) -> Figure:
+  """The progress figure (karpathy/autoresearch's picture): one scatter point per trial,
+  its collection labelled with the status ('baseline' for the noise runs); crashes (and aborts without a prediction) sit
+  on the top edge, in axes coordinates; the running best is the line labelled
+  'running best'."""
+  fig = Figure(figsize=(12, 6), dpi=100, layout='constrained')
+  FigureCanvasAgg(fig)  # Agg without pyplot: no global backend state to disturb
+  ax = fig.add_subplot()
+  baseline, _ = baseline_stats(records)
+  best = best_bpb(records)
+  trials = [int(r.get('trial', i + 1)) for i, r in enumerate(records)]
+  edge = ax.get_xaxis_transform()  # x in data, y in axes fraction
+
+  def scatter(rows, ys, label, transform=None, **style):
+    if rows:
+      ax.scatter([trials[i] for i in rows], ys, label=f'{label} ({len(rows)})',
+                 transform=transform or ax.transData, zorder=3, **style)
+
+  by_status = {s: [i for i, r in enumerate(records) if r.get('status') == s]
+               for s in STATUS_COLOURS}
+  scored = {s: [i for i in by_status[s] if _number(records[i].get('val_bpb')) is not None]
+            for s in ('keep', 'discard')}
+  # The baseline's noise runs are keeps too, told apart from the agent's by their marker.
+  baseline_rows = [i for i in scored['keep'] if records[i].get('agent') == 'baseline']
+  scatter(baseline_rows, [records[i]['val_bpb'] for i in baseline_rows], 'baseline', s=30,
+          marker='D', color=STATUS_COLOURS['keep'], alpha=0.5)
+  for status, size, alpha in (('discard', 18, 0.6), ('keep', 36, 1.0)):
+    rows = [i for i in scored[status] if i not in baseline_rows]
+    scatter(rows, [records[i]['val_bpb'] for i in rows], status, s=size, alpha=alpha,
+            color=STATUS_COLOURS[status])
+  predicted = [i for i in by_status['aborted']
+               if _number(records[i].get('predicted_bpb')) is not None]
+  scatter(predicted, [records[i]['predicted_bpb'] for i in predicted], 'aborted (predicted)',
+          s=36, facecolors='none', edgecolors=STATUS_COLOURS['aborted'])
+  # Rows with no score to place: on the top edge, so none of them goes unseen.
+  unplaced = [i for i in by_status['aborted'] if i not in predicted]
+  unplaced += [i for s in ('keep', 'discard') for i in by_status[s] if i not in scored[s]]
+  scatter(unplaced, [1.0] * len(unplaced), 'aborted/unscored', transform=edge, marker='x',
+          color=STATUS_COLOURS['aborted'], clip_on=False)
+  scatter(by_status['crash'], [1.0] * len(by_status['crash']), 'crash', transform=edge,
+          marker='x', color=STATUS_COLOURS['crash'], clip_on=False)
+
+  if math.isfinite(baseline):
+    ax.axhline(baseline, color='dimgray', linestyle='--', linewidth=0.8, label='baseline mean')
+  running = [_number(r.get('best_bpb')) for r in records]
+  ax.step(trials, [math.nan if b is None else b for b in running], where='post',
+          color=STATUS_COLOURS['keep'], alpha=0.7, linewidth=1.5, label='running best')
+  for edit in edits(records):
+    if edit.status == 'keep' and edit.bpb is not None:
+      row = records[trials.index(edit.trial)]
+      y = _number(row.get('val_bpb'))
+      text = edit.description if len(edit.description) <= 40 else edit.description[:39] + '…'
+      ax.annotate(text, (edit.trial, edit.bpb if y is None else y), xytext=(3, 4),
+                  textcoords='offset points', rotation=30, fontsize=7, color='darkgreen',
+                  zorder=4, bbox=dict(boxstyle='square,pad=0.1', fc='white', ec='none',
+                                      alpha=0.7))
+
+  low, high = _y_limits(records, baseline)
+  ax.set_ylim(low, high)
+  ax.set_xlim(min(trials) - 0.5, max(trials) + 0.5)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  hidden = sum(1 for r in records if (_plotted_y(r) or -math.inf) > high)
+  if hidden:
+    ax.text(0.01, 0.97, f'{hidden} trial(s) above {high:.3f} not shown', transform=ax.transAxes,
+            fontsize=8, va='top', color='dimgray')
+  ax.set_xlabel('trial')
+  ax.set_ylabel('val_bpb (lower is better)')
+  ax.set_title(f'{len(records)} trials, best val_bpb {best:.6f} (baseline {baseline:.6f})')
+  ax.grid(alpha=0.3)
+  ax.legend(loc='upper right', fontsize=8)
+  return fig
+
+
+# --- The markdown summary ---------------------------------------------------------------
+
+
+def _fmt(value) -> str:
+  if isinstance(value, float):
+    return f'{value:g}'
+  return str(value)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  return lines + ['| ' + ' | '.join(str(c).replace('|', '\\|') for c in row) + ' |'
+                  for row in rows]
+
+
+def _genotype_section(records: list[dict]) -> list[str]:
+  baseline = records[0].get('genotype') or {}
+  kept = [r for r in records if r.get('status') == 'keep' and r.get('genotype')]
+  best = kept[-1]['genotype'] if kept else baseline
+  names = list(baseline) + [k for k in best if k not in baseline]
+  rows = [(name, _fmt(baseline.get(name, '-')), _fmt(best.get(name, '-')))
+          for name in names if baseline.get(name) != best.get(name)]
+  lines = ['## Best genotype vs baseline', '']
+  if kept and kept[-1].get('commit'):
+    lines += [f'Best: `{kept[-1]["commit"]}` (trial {kept[-1].get("trial")}); '
+              f'baseline: `{records[0].get("commit")}`.', '']
+  if not rows:
+    return lines + ['The best genotype is the baseline.']
+  return lines + _table(('gene', 'baseline', 'best'), rows)
+
+
+def _kept_section(all_edits: list[Edit], sigma: float) -> list[str]:
+  rows = []
+  for edit in all_edits:
+    if edit.status != 'keep':
+      continue
+    gain = _kept_gain(edit)
+    bpb = edit.best_after if edit.best_after is not None else edit.bpb
+    note = ' (mean of 2 runs)' if edit.runs == 2 else ''
+    rows.append((edit.trial, edit.description, f'{bpb:.6f}{note}' if bpb is not None else '-',
+                 f'{gain:+.6f}' if gain is not None else '-',
+                 f'{gain / sigma:+.2f}' if gain is not None else '-'))
+  lines = ['## Kept edits', '', 'gain = best val_bpb before the edit - its val_bpb.', '']
+  return lines + (_table(('trial', 'edit', 'val_bpb', 'gain (bpb)', 'gain (sigma)'), rows)
+                  if rows else ['No edit has been kept yet.'])
+
+
+def _time_section(records: list[dict], figures: dict) -> list[str]:
+  totals = time_totals(records)
+  wall = sum(totals.values())
+  lines = ['## Time', '',
+           f'{figures["trials"]} trials in {wall / 3600:.2f} h: '
+           f'{figures["trials_per_hour"]:.2f} trials per hour.', '']
+  recorded = {'agent': any('agent_seconds' in r for r in records),
+              'checkpoint': any('checkpoint_seconds' in r for r in records)}
+  rows = [(part, f'{totals[part]:.1f}',
+           f'{100 * totals[part] / wall:.1f}%' if wall > 0 else '-')
+          if recorded.get(part, True) else (part, 'not recorded', '-')
+          for part in TIME_PARTS]
+  return lines + _table(('part', 'seconds', 'share'), rows)
+
+
+def _outcome_section(records: list[dict], all_edits: list[Edit]) -> list[str]:
+  n = len(records)
+  rows = [(s, sum(r.get('status') == s for r in records),
+           f'{100 * sum(r.get("status") == s for r in records) / n:.1f}%')
+          for s in STATUS_COLOURS]
+  reruns = sum(e.runs == 2 for e in all_edits)
+  baseline_rows = sum(r.get('agent') == 'baseline' for r in records)
+  lines = ['## Outcomes', '',
+           f'{n} trials: {baseline_rows} baseline runs, {len(all_edits)} edits proposed, '
+           f'{reruns} of them re-run inside the noise band.', '']
+  return lines + _table(('status', 'trials', 'share'), rows)
+
+
+def _entropy_section(records: list[dict]) -> list[str]:
+  points = [(r.get('trial'), _number((r.get('agent_metrics') or {}).get('entropy')))
+            for r in records if isinstance(r.get('agent_metrics'), dict)]
+  points = [(t, e) for t, e in points if e is not None]
+  lines = ['## Policy entropy', '']
+  if not points:
+    return lines + ['not recorded']
+  # At most 12 rows, evenly spread, the first and the last included.
+  picks = sorted(set(np.linspace(0, len(points) - 1, min(12, len(points))).round().astype(int)))
+  return lines + _table(('trial', 'entropy'), [(points[i][0], f'{points[i][1]:.4f}')
+                                               for i in picks])
+
+
+def _gene_section(all_edits: list[Edit]) -> list[str]:
+  by_gene: dict[str, list[Edit]] = {}
+  for edit in all_edits:
+    if edit.reward is not None:
+      by_gene.setdefault(edit.gene, []).append(edit)
+  ranked = sorted(by_gene.items(), key=lambda kv: -np.mean([e.reward for e in kv[1]]))[:5]
+  rows = [(gene, len(es), f'{np.mean([e.reward for e in es]):+.3f}',
+           sum(e.status == 'keep' for e in es)) for gene, es in ranked]
+  lines = ['## Genes whose edits gained most', '', 'Mean reward per edit of the gene.', '']
+  return lines + (_table(('gene', 'edits', 'mean reward', 'kept'), rows)
+                  if rows else ['No rewarded edit yet.'])
+
+
+def build_markdown(records: list[dict], workdir: str = '') -> str:
+  """report.md: headline, best vs baseline genotype, kept edits, time, outcomes, policy
+  entropy and the genes that gained most."""
+  figures = headline(records)
+  _, sigma = baseline_stats(records)
+  all_edits = edits(records)
+  title = os.path.basename(os.path.normpath(workdir)) if workdir else 'search'
+  sections = [
+      [f'# autoresearch report: {title}', '', '![progress](progress.png)', '', '```',
+       format_headline(figures), f'sigma: {sigma:.6f}', '```'],
+      _genotype_section(records),
+      _kept_section(all_edits, sigma),
+      _time_section(records, figures),
+      _outcome_section(records, all_edits),
+      _entropy_section(records),
+      _gene_section(all_edits),
+  ]
+  return '\n\n'.join('\n'.join(s) for s in sections) + '\n'
+
+
+# --- Writing ----------------------------------------------------------------------------
+
+
+def _write_atomically(path: str, write) -> None:
+  """Calls write(file) on a temp file next to `path`, then moves it into place."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.',
+                             prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
+  try:
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the report from the group
+    with os.fdopen(fd, 'wb') as f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_report(workdir: str) -> dict[str, Any]:
+  """Writes `workdir/progress.png` and `workdir/report.md` from trials.jsonl, prints the
+  headline as `key: value` lines and returns it (keys `HEADLINE_KEYS`).
+
+  Raises:
+    FileNotFoundError: the workdir has no trials.jsonl.
+    ValueError: trials.jsonl holds no complete record.
+  """
+  records = load(workdir)
+  figures = headline(records)
+  fig = build_figure(records)
+  _write_atomically(os.path.join(workdir, 'progress.png'),
+                    lambda f: fig.savefig(f, format='png'))
+  text = build_markdown(records, workdir)
+  _write_atomically(os.path.join(workdir, 'report.md'), lambda f: f.write(text.encode()))
+  print(format_headline(figures))
+  return figures
+
+
+def main(config, workdir: str) -> dict[str, Any]:
+  """`--mode=report`: the report of `workdir` (`config` is accepted and unused)."""
+  del config  # The ledger holds everything the report needs.
+  return write_report(workdir)

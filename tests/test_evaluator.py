@@ -1,0 +1,236 @@
+"""The self-evaluator: the power-law fit, the calibration and the stop decisions."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from autoresearch import evaluator, trial
+
+BUDGET = 60.0   # seconds of the synthetic trials
+READINGS = 600  # readings per synthetic trial
+
+
+def _curve(a, b, c, rng, noise=0.05, budget=BUDGET, readings=READINGS):
+  """A ledger loss_curve [[seconds, step, loss]] of L(p) = c + a·p^(-b) plus noise."""
+  progress = np.linspace(0.01, 1.0, readings)
+  loss = c + a * progress ** -b + rng.normal(0.0, noise, readings)
+  return [[float(p * budget), i + 1, float(x)] for i, (p, x) in enumerate(zip(progress, loss))]
+
+
+def _final_bpb(a, c, rng):
+  """The synthetic truth: finals are biased w.r.t. the extrapolated train loss (bits)."""
+  return 0.9 * (a + c) / math.log(2) + 0.1 + rng.normal(0.0, 0.003)
+
+
+def _record(a, b, c, rng, status='discard'):
+  return dict(status=status, val_bpb=_final_bpb(a, c, rng), train_seconds=BUDGET,
+              loss_curve=_curve(a, b, c, rng))
+
+
+def _random_record(rng):
+  return _record(rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.7), rng.uniform(1.0, 2.2), rng)
+
+
+@pytest.fixture(scope='module')
+def calibrated():
+  rng = np.random.default_rng(0)
+  calibration = evaluator.Calibration.create(evaluator.EvaluatorConfig())
+  for _ in range(20):
+    assert calibration.update(_random_record(rng))
+  return calibration
+
+
+def _watch(calibration, best_bpb, **overrides):
+  cfg = dataclasses.replace(calibration.cfg, **overrides)
+  calibration = dataclasses.replace(calibration, cfg=cfg)
+  return evaluator.Evaluator(cfg, calibration, best_bpb, keep_margin_bpb=0.004,
+                             budget_seconds=BUDGET)
+
+
+# --- the fit ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('a,b,c', [(0.5, 0.5, 1.5), (1.0, 0.3, 1.0), (0.3, 0.8, 2.0),
+                                   (2.0, 0.2, 0.8), (0.2, 1.2, 1.2)])
+def test_fit_recovers_a_noisy_power_law(a, b, c):
+  rng = np.random.default_rng(1)
+  progress = np.linspace(0.02, 1.0, 1000)
+  fit = evaluator.fit_power_law(progress, c + a * progress ** -b + rng.normal(0, 0.01, 1000))
+  # Tolerances: a and c trade off against each other when b is small; a + c does not.
+  assert fit.a == pytest.approx(a, rel=0.1)
+  assert fit.b == pytest.approx(b, abs=0.02)
+  assert fit.c == pytest.approx(c, abs=0.1)
+  assert fit.final == pytest.approx(a + c, abs=0.01)
+  assert fit.residual_scale == pytest.approx(0.01, rel=0.3)
+  # From the first 30% of the budget only, the extrapolation to p = 1 still lands close.
+  early = progress <= 0.3
+  partial = evaluator.fit_power_law(progress[early], c + a * progress[early] ** -b
+                                    + rng.normal(0, 0.01, early.sum()))
+  assert partial.final == pytest.approx(a + c, abs=0.04)
+
+
+def test_fit_compiles_once_for_any_number_of_readings():
+  evaluator.fit_power_law(np.linspace(0.1, 1, 5), np.linspace(3, 2, 5))
+  traces = evaluator._TRACES['fit']
+  for n in (7, 100, 256, 257, 5000):
+    p = np.linspace(0.05, 1.0, n)
+    fit = evaluator.fit_power_law(p, 1.0 + 0.5 * p ** -0.5)
+    assert fit.final == pytest.approx(1.5, abs=0.01)
+  assert evaluator._TRACES['fit'] == traces
+
+
+# --- the calibration ------------------------------------------------------------------------
+
+def test_calibration_learns_the_bias_and_improves_with_more_trials():
+  rng = np.random.default_rng(2)
+  held_out = [_random_record(rng) for _ in range(10)]
+  cfg = evaluator.EvaluatorConfig()
+  checkpoint = 0.3
+
+  def errors(calibration):
+    errs, stds = [], []
+    for record in held_out:
+      feats = evaluator.trial_features(record['loss_curve'], BUDGET, calibration.checkpoints,
+                                       calibration.smoothing, calibration.fit_start)
+      k = int(np.argmin(np.abs(calibration.checkpoints - checkpoint)))
+      mean, std = calibration.predict(feats[k], checkpoint)
+      errs.append(abs(mean - record['val_bpb']))
+      stds.append(std)
+    return np.mean(errs), np.mean(stds)
+
+  calibration = evaluator.Calibration.create(cfg)
+  uncalibrated_mae, uncalibrated_std = errors(calibration)
+  for _ in range(3):
+    calibration.update(_random_record(rng))
+  few_mae, few_std = errors(calibration)
+  for _ in range(37):
+    calibration.update(_random_record(rng))
+  many_mae, many_std = errors(calibration)
+  assert uncalibrated_std == few_std == cfg.prior_std   # below min_history: the wide prior
+  assert uncalibrated_mae > 0.1                          # the bias is real ...
+  assert many_mae < few_mae < uncalibrated_mae           # ... and is learned
+  assert many_mae < 0.02
+  assert many_std < 0.05
+  assert many_std > many_mae / 3   # the std is an honest scale of the error
+
+
+def test_calibration_ignores_crashed_aborted_and_unscored_records():
+  rng = np.random.default_rng(3)
+  calibration = evaluator.Calibration.create(evaluator.EvaluatorConfig())
+  assert not calibration.update(_record(0.5, 0.5, 1.5, rng, status='crash'))
+  assert not calibration.update(_record(0.5, 0.5, 1.5, rng, status='aborted'))
+  assert not calibration.update(dict(_record(0.5, 0.5, 1.5, rng), val_bpb=None))
+  assert not calibration.update(dict(_record(0.5, 0.5, 1.5, rng), loss_curve=[]))
+  assert calibration.update(_record(0.5, 0.5, 1.5, rng, status='keep'))
+  assert calibration.num_trials == 1
+
+
+def test_calibration_keeps_only_the_newest_max_history_trials():
+  rng = np.random.default_rng(4)
+  cfg = evaluator.EvaluatorConfig(max_history=3)
+  calibration = evaluator.Calibration.create(cfg)
+  for i in range(5):
+    calibration.add(np.full((len(calibration.checkpoints), 2), 1.0 + i), float(i))
+  assert calibration.targets.tolist() == [2.0, 3.0, 4.0]
+  assert calibration.update(_random_record(rng)) and calibration.num_trials == 3
+
+
+def test_calibration_state_round_trips_through_json_and_arrays(calibrated):
+  state = calibrated.to_dict()
+  state['features'][0][0] = [None, None]   # a checkpoint the curve never reached
+  for restored_state in (json.loads(json.dumps(state)),
+                         {k: np.asarray(v, dtype=float) if isinstance(v, list) else v
+                          for k, v in state.items()}):
+    restored = evaluator.Calibration.from_dict(restored_state, calibrated.cfg)
+    np.testing.assert_array_equal(restored.checkpoints, calibrated.checkpoints)
+    np.testing.assert_array_equal(restored.features[1:], calibrated.features[1:])
+    assert np.isnan(restored.features[0, 0]).all()
+    np.testing.assert_array_equal(restored.targets, calibrated.targets)
+    assert (restored.smoothing, restored.fit_start) == (calibrated.smoothing,
+                                                        calibrated.fit_start)
+    assert restored.to_dict() == json.loads(json.dumps(state))
+
+
+# --- the decisions --------------------------------------------------------------------------
+
+BEST = dict(a=0.5, b=0.5, c=1.2)
+
+
+def _best_bpb():
+  return 0.9 * (BEST['a'] + BEST['c']) / math.log(2) + 0.1
+
+
+@pytest.mark.parametrize('min_progress', [0.2, 0.4])
+def test_a_hopeless_trial_is_stopped_after_min_progress_and_never_before(calibrated,
+                                                                         min_progress):
+  watch = _watch(calibrated, _best_bpb(), min_progress=min_progress)
+  curve = _curve(0.5, 0.5, 2.0, np.random.default_rng(5))
+  stop, progress = evaluator.replay(watch, curve, BUDGET)
+  assert stop is not None and stop.status == 'aborted'
+  assert min_progress <= progress < min_progress + 0.05
+  assert stop.predicted_bpb > _best_bpb() + 0.5
+  assert 'P(beats best' in stop.reason
+  assert watch.last_prediction.progress == pytest.approx(progress)
+  # It did predict before min_progress (for the progress bar) without stopping.
+  assert watch.predictions[0].progress < min_progress
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_a_trial_headed_below_the_best_is_never_stopped(calibrated, seed):
+  watch = _watch(calibrated, _best_bpb())
+  stop, progress = evaluator.replay(watch, _curve(0.5, 0.5, 1.1, np.random.default_rng(seed)),
+                                    BUDGET)
+  assert stop is None and progress == pytest.approx(1.0)
+  assert watch.last_prediction.mean_bpb < _best_bpb()
+  assert watch.last_prediction.p_beat > 0.5
+
+
+def test_uncalibrated_only_overwhelmingly_hopeless_trials_are_stopped():
+  empty = evaluator.Calibration.create(evaluator.EvaluatorConfig())
+  rng = np.random.default_rng(6)
+  worse = _watch(empty, _best_bpb())
+  assert evaluator.replay(worse, _curve(0.5, 0.5, 1.5, rng), BUDGET)[0] is None  # +0.4 bits
+  hopeless = _watch(empty, _best_bpb())
+  assert evaluator.replay(hopeless, _curve(0.5, 0.5, 2.5, rng), BUDGET)[0] is not None
+
+
+def test_without_a_best_nothing_is_stopped_on_a_prediction(calibrated):
+  watch = _watch(calibrated, best_bpb=None)
+  assert evaluator.replay(watch, _curve(0.5, 0.5, 2.5, np.random.default_rng(7)),
+                          BUDGET)[0] is None
+
+
+def test_divergence_and_non_finite_losses_stop_at_once(calibrated):
+  curve = _curve(0.5, 0.5, 1.2, np.random.default_rng(8))
+  jump = 100   # progress ~0.17: before min_progress, which divergence ignores
+  diverging = curve[:jump] + [[s, i, 6.0] for s, i, _ in curve[jump:]]
+  stop, progress = evaluator.replay(_watch(calibrated, _best_bpb()), diverging, BUDGET)
+  assert stop.status == 'aborted' and stop.predicted_bpb is None
+  assert 'diverged' in stop.reason
+  assert progress <= diverging[jump + 2][0] / BUDGET   # within three readings of the jump
+  for bad in (math.nan, math.inf):
+    broken = curve[:jump] + [[curve[jump][0], jump + 1, bad]]
+    stop, progress = evaluator.replay(_watch(calibrated, _best_bpb()), broken, BUDGET)
+    assert stop.status == 'aborted' and progress == curve[jump][0] / BUDGET
+    assert str(bad) in stop.reason
+
+
+def test_a_disabled_evaluator_never_stops(calibrated):
+  watch = _watch(calibrated, _best_bpb(), enabled=False)
+  curve = _curve(0.5, 0.5, 2.5, np.random.default_rng(9))
+  curve[300][2] = math.nan
+  assert evaluator.replay(watch, curve, BUDGET)[0] is None
+  assert watch.check_stall(1e9) is None
+
+
+def test_stall_detection(calibrated):
+  watch = _watch(calibrated, _best_bpb(), stall_seconds=5.0)
+  assert watch.check_stall(4.0) is None
+  stop = watch.check_stall(6.0)          # no reading yet: counted from the clock's start
+  assert stop.status == 'aborted' and 'stalled' in stop.reason
+  watch(trial.LossReading(10.0, 10.0 / BUDGET, 1, 3.0))
+  assert watch.check_stall(14.0) is None
+  assert watch.check_stall(15.5) is not None
+  assert _watch(calibrated, _best_bpb(), stall_seconds=0.0).check_stall(1e9) is None
