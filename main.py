@@ -1,6 +1,6 @@
 """autoresearch entry point.
 
-  python main.py --config=configs/default.py [--workdir=runs/default] [--mode=search|trial]
+  python main.py --config=configs/default.py [--workdir=runs/default] [--mode=search|trial|report]
 """
 
 import sys
@@ -8,9 +8,9 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from autoresearch import checkpointing, data, genotype, modes, search
+from autoresearch import checkpointing, data, genotype, modes, report, search
 
-MODES = {'search': search.run, 'trial': modes.run_trial}
+MODES = {'search': search.run, 'trial': modes.run_trial, 'report': report.main}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/default.py', 'Configuration file.')

@@ -8,12 +8,15 @@
 * **Smoothing.** Each reading updates an exponential moving average of the training loss
   whose half-life is a fraction of the budget (not a number of steps), so genotypes with
   slow and fast steps are smoothed alike; it is debiased like Adam's moments.
-* **Fit.** At every checkpoint (multiples of `check_every`) the smoothed curve on
-  [fit_start·p, p] is fitted with the learning-curve power law L(p) = c + a·p^(-b)
+* **Fit.** At every checkpoint (multiples of `check_every`) the readings on
+  [fit_start·p, p], averaged into at most `MAX_POINTS` consecutive runs (a smoother
+  without the EMA's lag, which would bend the curve), are fitted with the learning-curve
+  power law L(p) = c + a·p^(-b)
   (Domhan et al., IJCAI 2015; Kaplan et al., 2020), in JAX on the CPU: variable
   projection over a grid of b (for a fixed b the model is linear in a and c; Golub &
   Pereyra, 1973), then Levenberg-Marquardt steps (Levenberg, 1944; Marquardt, 1963) in an
-  unconstrained space. Arrays are padded to `MAX_POINTS`, so it compiles once.
+  unconstrained space (a, c > 0; 0 < b < 3). Arrays are padded to `MAX_POINTS`, so it
+  compiles once. Features: the extrapolated loss at p = 1 and the smoothed loss now.
 * **Calibration.** The extrapolated train loss is not the final val_bpb: the LR warmdown
   drops the loss below the constant-LR power law (Hägele et al., 2024) and train is not
   val. Per checkpoint, a ridge regression of (final val_bpb - extrapolation) on the fit's
@@ -39,7 +42,7 @@ import numpy as np
 from autoresearch import trial
 
 LN2 = math.log(2.0)
-MAX_POINTS = 256          # readings per fit (subsampled / padded): one compiled shape
+MAX_POINTS = 256          # points per fit (readings averaged down, padded): one shape
 MIN_POINTS = 5            # fewer readings than this: no fit
 _B_MAX = 3.0              # upper bound of the exponent b
 _B_GRID = np.geomspace(0.02, 2.5, 48).astype(np.float32)   # variable-projection grid of b
@@ -155,11 +158,15 @@ def _on_cpu(*arrays):
 
 
 def _pad(progress: np.ndarray, loss: np.ndarray):
-  """Subsamples to MAX_POINTS evenly spaced readings and pads: (p, y, mask) float32/bool."""
+  """Averages down to at most MAX_POINTS points and pads: (p, y, mask) float32/bool."""
   n = len(progress)
   if n > MAX_POINTS:
-    keep = np.linspace(0, n - 1, MAX_POINTS).round().astype(np.int64)
-    progress, loss, n = progress[keep], loss[keep], MAX_POINTS
+    # Means of MAX_POINTS runs of consecutive readings: a smoother without lag.
+    starts = np.linspace(0, n, MAX_POINTS, endpoint=False).astype(np.int64)
+    counts = np.diff(np.append(starts, n))
+    progress = np.add.reduceat(progress, starts) / counts
+    loss = np.add.reduceat(loss, starts) / counts
+    n = MAX_POINTS
   p, y = np.ones(MAX_POINTS, np.float32), np.zeros(MAX_POINTS, np.float32)
   p[:n], y[:n] = progress, loss
   return p, y, np.arange(MAX_POINTS) < n
@@ -169,7 +176,7 @@ def fit_power_law(progress: Sequence[float], loss: Sequence[float]) -> PowerLawF
   """Fits L(p) = c + a·p^(-b) (nats) to readings at progress p in (0, 1], on the CPU.
 
   Any number of readings (at least 3) uses the same compiled function: more than
-  MAX_POINTS are subsampled evenly.
+  MAX_POINTS are averaged in runs of consecutive readings.
   """
   p, y, mask = _pad(np.asarray(progress, np.float32), np.asarray(loss, np.float32))
   return PowerLawFit(*(float(v) for v in np.asarray(_fit_one(*_on_cpu(p, y, mask)))))
@@ -192,54 +199,55 @@ class _Ema:
     return self.mean / self.weight if self.weight > 0 else loss
 
 
-def smooth(progress: Sequence[float], loss: Sequence[float], half_life: float) -> np.ndarray:
-  """The smoothed loss after each reading, exactly as the live evaluator computes it."""
-  ema = _Ema(half_life)
-  return np.array([ema.update(float(p), float(x)) for p, x in zip(progress, loss)], np.float64)
-
-
-def _window(progress: np.ndarray, smoothed: np.ndarray, end: int, fit_start: float):
-  """Readings [start, end] that the fit at reading `end` uses, or None if too few."""
+def _window(progress: np.ndarray, loss: np.ndarray, end: int, fit_start: float):
+  """Readings [start, end] that the fit at reading `end` uses, padded; None if too few."""
   if end + 1 < MIN_POINTS:
     return None
   start = int(np.searchsorted(progress[:end + 1], fit_start * progress[end]))
   start = min(start, end + 1 - MIN_POINTS)
-  return _pad(progress[start:end + 1].astype(np.float32), smoothed[start:end + 1].astype(np.float32))
+  return _pad(progress[start:end + 1].astype(np.float32), loss[start:end + 1].astype(np.float32))
 
 
-def _features(fit: np.ndarray, current: float) -> np.ndarray:
-  # Clipped so that a wild fit cannot extrapolate above the current loss or below zero.
-  final = float(np.clip(fit[2] + fit[0], 0.0, current))
-  return np.array([final, current])
+def _features(fit: np.ndarray, progress: float) -> np.ndarray:
+  """[loss extrapolated to p = 1, loss now], both from the fit (a, b, c, scale): its value
+  now is less noisy than the EMA and does not lag. A fit cannot extrapolate upwards."""
+  a, b, c = (float(v) for v in fit[:3])
+  now = c + a * progress ** -b
+  return np.array([min(max(c + a, 0.0), now), now])
 
 
 def trial_features(loss_curve, budget_seconds: float, checkpoints: np.ndarray,
-                   smoothing: float, fit_start: float) -> np.ndarray:
-  """Features (K, 2) in nats, [extrapolated final loss, smoothed loss], at each of the K
-  checkpoints of a recorded `loss_curve` ([[seconds, step, loss], ...]); NaN where the
+                   fit_start: float) -> np.ndarray:
+  """Features (K, 2) in nats, [extrapolated final loss, fitted loss now], at each of the
+  K checkpoints of a recorded `loss_curve` ([[seconds, step, loss], ...]); NaN where the
   curve does not reach a checkpoint. The live evaluator computes the same numbers."""
   out = np.full((len(checkpoints), 2), np.nan)
   curve = np.asarray(loss_curve, np.float64).reshape(-1, 3)
   if len(curve) < MIN_POINTS:
     return out
   progress = curve[:, 0] / budget_seconds
-  smoothed = smooth(progress, curve[:, 2], smoothing)
   ends = np.searchsorted(progress, np.asarray(checkpoints) - 1e-9)  # first reading >= cp
   windows, rows = [], []
   for k, end in enumerate(ends):
-    w = _window(progress, smoothed, int(end), fit_start) if end < len(progress) else None
+    w = _window(progress, curve[:, 2], int(end), fit_start) if end < len(progress) else None
     if w is not None:
       windows.append(w)
-      rows.append((k, float(smoothed[end])))
+      rows.append((k, float(progress[end])))
   if windows:
     p, y, m = (np.stack(arrays) for arrays in zip(*windows))
     fits = np.asarray(_fit_many(*_on_cpu(p, y, m)))
-    for (k, current), fit in zip(rows, fits):
-      out[k] = _features(fit, current)
+    for (k, now), fit in zip(rows, fits):
+      out[k] = _features(fit, now)
   return out
 
 
 # --- calibration from history -----------------------------------------------------------
+
+class Reference(NamedTuple):
+  """The incumbent a trial is compared with: its features (K, 2) nats and its val_bpb."""
+  features: np.ndarray
+  bpb: float
+
 
 def _ok(record: dict) -> bool:
   bpb = record.get('val_bpb')
@@ -247,20 +255,50 @@ def _ok(record: dict) -> bool:
           and math.isfinite(bpb) and bool(record.get('loss_curve')))
 
 
+def _ridge(x_Nx2: np.ndarray, z_N: np.ndarray, ridge: float):
+  """Ridge fit of z on x with a free intercept: (n, x_mean, z_mean, slope, inverse
+  Gram matrix, leave-one-out RMS residual), or None without rows."""
+  rows = np.all(np.isfinite(x_Nx2), axis=1) & np.isfinite(z_N)
+  x_Nx2, z_N = x_Nx2[rows], z_N[rows]
+  n = len(z_N)
+  if n == 0:
+    return None
+  x_mean, z_mean = x_Nx2.mean(axis=0), z_N.mean()
+  xc_Nx2 = x_Nx2 - x_mean
+  inv_2x2 = np.linalg.inv(xc_Nx2.T @ xc_Nx2 + ridge * np.eye(2))
+  slope_2 = inv_2x2 @ xc_Nx2.T @ (z_N - z_mean)
+  leverage_N = 1.0 / n + np.einsum('ni,ij,nj->n', xc_Nx2, inv_2x2, xc_Nx2)
+  loo_N = (z_N - z_mean - xc_Nx2 @ slope_2) / np.maximum(1.0 - leverage_N, 0.05)
+  return n, x_mean, z_mean, slope_2, inv_2x2, float(np.sqrt(np.mean(loo_N ** 2)))
+
+
+def _nan_to_none(a: np.ndarray) -> list:
+  return np.where(np.isfinite(a), a, None).tolist()
+
+
 @dataclasses.dataclass
 class Calibration:
   """Completed trials' features and finals, and the map from features to final val_bpb.
 
-  State (to_dict / from_dict, JSON-ready): the checkpoint grid and the smoothing and fit
-  settings the features were taken with (they travel with the features, so a config
-  change never mixes incompatible features), features (N, K, 2) nats, targets (N,)
-  val_bpb. The decision settings (ridge, prior_std, ...) come from `cfg`.
+  Two models per checkpoint, both a ridge regression of the error of the plain
+  extrapolation (bits) on the features, with leave-one-out residuals as the std:
+  * paired (used when the evaluator has a Reference, i.e. the best's curve): the trial's
+    final minus the reference's, from the differences of their features. Quirks a child
+    shares with its parent (schedule, train/val gap) cancel, and the map stays valid
+    as the best improves.
+  * absolute: the final from the trial's own features.
+
+  State (to_dict / from_dict, JSON-ready): the checkpoint grid and the fit window the
+  features were taken with (they travel with the features, so a config change never
+  mixes incompatible features); per trial its features (N, K, 2) nats and
+  val_bpb (N,), and its reference's (NaN without one). Decision settings come from `cfg`.
   """
   checkpoints: np.ndarray
-  smoothing: float
   fit_start: float
   features: np.ndarray
   targets: np.ndarray
+  ref_features: np.ndarray
+  ref_targets: np.ndarray
   cfg: EvaluatorConfig = dataclasses.field(default_factory=EvaluatorConfig)
   _models: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
@@ -269,86 +307,108 @@ class Calibration:
     """An empty calibration with checkpoints at multiples of cfg.check_every below 1."""
     count = max(int(math.ceil(1.0 / cfg.check_every - 1e-6)) - 1, 1)
     checkpoints = np.round(np.arange(1, count + 1) * cfg.check_every, 6)
-    return cls(checkpoints, cfg.smoothing, cfg.fit_start, np.zeros((0, count, 2)), np.zeros(0),
-               cfg)
+    empty = np.zeros((0, count, 2))
+    return cls(checkpoints, cfg.fit_start, empty, np.zeros(0), empty.copy(),
+               np.zeros(0), cfg)
 
   @property
   def num_trials(self) -> int:
     return len(self.targets)
 
-  def update(self, record: dict, budget_seconds: Optional[float] = None) -> bool:
-    """Adds a ledger record if it completed with a finite val_bpb; returns whether it did.
+  def features_of(self, record: dict, budget_seconds: Optional[float] = None):
+    """Features (K, 2) of a completed record, or None if it has no score or curve.
     Progress is seconds / budget_seconds (default: the record's 'budget_seconds', else
     its train_seconds, which a completed trial ends just past the budget)."""
-    if not _ok(record):
-      return False
     budget = budget_seconds or record.get('budget_seconds') or record.get('train_seconds')
-    if not budget:
+    if not _ok(record) or not budget:
+      return None
+    return trial_features(record['loss_curve'], float(budget), self.checkpoints,
+                          self.fit_start)
+
+  def reference(self, records: Sequence[dict], bpb: float,
+                budget_seconds: Optional[float] = None) -> Optional[Reference]:
+    """The Reference of a best genotype from its completed run(s) (features averaged,
+    e.g. over the baseline's noise runs) and its val_bpb (e.g. their mean)."""
+    feats = [f for f in (self.features_of(r, budget_seconds) for r in records) if f is not None]
+    if not feats or not math.isfinite(bpb):
+      return None
+    return Reference(np.mean(feats, axis=0), float(bpb))
+
+  def update(self, record: dict, reference: Optional[Reference] = None,
+             budget_seconds: Optional[float] = None) -> bool:
+    """Adds a ledger record if it completed with a finite val_bpb; returns whether it did.
+    `reference`: the one its evaluator compared it with (the best when it ran)."""
+    feats = self.features_of(record, budget_seconds)
+    if feats is None:
       return False
-    feats = trial_features(record['loss_curve'], float(budget), self.checkpoints,
-                           self.smoothing, self.fit_start)
-    self.add(feats, float(record['val_bpb']))
+    self.add(feats, float(record['val_bpb']), reference)
     return True
 
-  def add(self, features: np.ndarray, final_bpb: float) -> None:
+  def add(self, features: np.ndarray, final_bpb: float,
+          reference: Optional[Reference] = None) -> None:
     """Adds one trial's (K, 2) features and final val_bpb; keeps the newest max_history."""
+    ref_features = np.full_like(features, np.nan) if reference is None else reference.features
+    ref_bpb = math.nan if reference is None else reference.bpb
     keep = self.cfg.max_history - 1
-    self.features = np.concatenate([self.features[-keep:] if keep else self.features[:0],
-                                    features[None]])
-    self.targets = np.concatenate([self.targets[-keep:] if keep else self.targets[:0],
-                                   [final_bpb]])
+
+    def append(old, new):
+      return np.concatenate([old[len(old) - keep:] if keep else old[:0], np.asarray(new)[None]])
+
+    self.features, self.targets = append(self.features, features), append(self.targets, final_bpb)
+    self.ref_features = append(self.ref_features, ref_features)
+    self.ref_targets = append(self.ref_targets, ref_bpb)
     self._models.clear()
 
-  def _model(self, k: int):
-    """Ridge fit at checkpoint k of z = final - extrapolation (bits) on the features."""
-    if k not in self._models:
+  def _model(self, k: int, paired: bool):
+    if (k, paired) not in self._models:
       x_Nx2 = self.features[:, k] / LN2
-      rows = np.all(np.isfinite(x_Nx2), axis=1)
-      x_Nx2, y_N = x_Nx2[rows], self.targets[rows]
-      n = len(y_N)
-      if n == 0:
-        self._models[k] = None
-      else:
-        z_N = y_N - x_Nx2[:, 0]
-        x_mean, z_mean = x_Nx2.mean(axis=0), z_N.mean()
-        xc_Nx2 = x_Nx2 - x_mean
-        inv_2x2 = np.linalg.inv(xc_Nx2.T @ xc_Nx2 + self.cfg.ridge * np.eye(2))
-        slope_2 = inv_2x2 @ xc_Nx2.T @ (z_N - z_mean)
-        leverage_N = 1.0 / n + np.einsum('ni,ij,nj->n', xc_Nx2, inv_2x2, xc_Nx2)
-        loo_N = (z_N - z_mean - xc_Nx2 @ slope_2) / np.maximum(1.0 - leverage_N, 0.05)
-        self._models[k] = (n, x_mean, z_mean, slope_2, inv_2x2, float(np.sqrt(np.mean(loo_N ** 2))))
-    return self._models[k]
+      y_N = self.targets
+      if paired:
+        x_Nx2, y_N = x_Nx2 - self.ref_features[:, k] / LN2, y_N - self.ref_targets
+      self._models[k, paired] = _ridge(x_Nx2, y_N - x_Nx2[:, 0], self.cfg.ridge)
+    return self._models[k, paired]
 
-  def predict(self, features: np.ndarray, progress: float) -> tuple[float, float]:
-    """(mean, std) of the final val_bpb for features (2,) nats taken at `progress`."""
+  def predict(self, features: np.ndarray, progress: float,
+              reference: Optional[Reference] = None) -> tuple[float, float]:
+    """(mean, std) of the final val_bpb for features (2,) nats taken at `progress`, paired
+    with `reference` when given."""
     x_2 = np.asarray(features, np.float64) / LN2
     k = int(np.searchsorted(self.checkpoints, progress + 1e-6, side='right')) - 1
-    model = self._model(k) if 0 <= k < len(self.checkpoints) else None
+    k = min(max(k, 0), len(self.checkpoints) - 1)
+    paired = reference is not None and bool(np.all(np.isfinite(reference.features[k])))
+    if paired:
+      x_2 = x_2 - reference.features[k] / LN2
+    base = x_2[0] + (reference.bpb if paired else 0.0)   # the plain extrapolation
+    model = self._model(k, paired) if progress >= self.checkpoints[0] - 1e-6 else None
     if model is None:
-      return float(x_2[0]), self.cfg.prior_std
+      return float(base), self.cfg.prior_std
     n, x_mean, z_mean, slope_2, inv_2x2, loo_rms = model
     xc_2 = x_2 - x_mean
-    mean = x_2[0] + z_mean + float(xc_2 @ slope_2)
+    mean = float(base + z_mean + xc_2 @ slope_2)
     if n < self.cfg.min_history:
-      return float(mean), self.cfg.prior_std
+      return mean, self.cfg.prior_std
     # The leverage of the new point widens predictions away from the history's features.
     std = loo_rms * math.sqrt(1.0 + 1.0 / n + float(xc_2 @ inv_2x2 @ xc_2))
-    return float(mean), max(std, self.cfg.min_std)
+    return mean, max(std, self.cfg.min_std)
 
   def to_dict(self) -> dict:
-    """JSON-ready state (missing features as None)."""
-    features = np.where(np.isfinite(self.features), self.features, None)
-    return dict(checkpoints=self.checkpoints.tolist(), smoothing=self.smoothing,
-                fit_start=self.fit_start, features=features.tolist(),
-                targets=self.targets.tolist())
+    """JSON-ready state (missing values as None)."""
+    return dict(checkpoints=self.checkpoints.tolist(), fit_start=self.fit_start, features=_nan_to_none(self.features),
+                targets=self.targets.tolist(), ref_features=_nan_to_none(self.ref_features),
+                ref_targets=_nan_to_none(self.ref_targets))
 
   @classmethod
   def from_dict(cls, state: dict, cfg: EvaluatorConfig) -> 'Calibration':
     """Inverse of to_dict (also accepts arrays, e.g. restored by Orbax)."""
     checkpoints = np.asarray(state['checkpoints'], np.float64).reshape(-1)
-    features = np.asarray(state['features'], dtype=np.float64).reshape(-1, len(checkpoints), 2)
-    return cls(checkpoints, float(state['smoothing']), float(state['fit_start']), features,
-               np.asarray(state['targets'], np.float64).reshape(-1), cfg)
+
+    def array(key, shape):
+      return np.asarray(state[key], dtype=np.float64).reshape(shape)
+
+    return cls(checkpoints, float(state['fit_start']),
+               array('features', (-1, len(checkpoints), 2)), array('targets', (-1,)),
+               array('ref_features', (-1, len(checkpoints), 2)), array('ref_targets', (-1,)),
+               cfg)
 
 
 # --- the watcher ------------------------------------------------------------------------
@@ -364,12 +424,18 @@ class Evaluator:
 
   Per reading it only updates an EMA and a running minimum; it fits when the progress
   crosses a checkpoint of the calibration's grid. `last_prediction` and `predictions`
-  hold what it predicted (for the progress bar and the ledger).
+  hold what it predicted (for the progress bar and the ledger). `reference`: the best's
+  Reference, for paired predictions. `dry_run`: decide but never stop; the first Stop it
+  would have returned is kept in `would_stop` (audit trials that keep the calibration
+  unbiased and measure false kills).
   """
 
   def __init__(self, cfg: EvaluatorConfig, calibration: Optional[Calibration],
-               best_bpb: Optional[float], keep_margin_bpb: float, budget_seconds: float):
+               best_bpb: Optional[float], keep_margin_bpb: float, budget_seconds: float,
+               reference: Optional[Reference] = None, dry_run: bool = False):
     self.cfg = cfg
+    self.reference, self.dry_run = reference, dry_run
+    self.would_stop: Optional[trial.Stop] = None
     self.calibration = calibration if calibration is not None else Calibration.create(cfg)
     self.best_bpb = math.inf if best_bpb is None else float(best_bpb)
     self.keep_margin_bpb = float(keep_margin_bpb)
@@ -377,9 +443,9 @@ class Evaluator:
     self.last_prediction: Optional[Prediction] = None
     self.predictions: list[Prediction] = []
     self.last_seconds = 0.0
-    self._ema = _Ema(self.calibration.smoothing)
+    self._ema = _Ema(cfg.smoothing)
     self._progress: list[float] = []
-    self._smoothed: list[float] = []
+    self._loss: list[float] = []
     self._running_min = math.inf
     self._next_checkpoint = 0
     if cfg.enabled:
@@ -388,13 +454,19 @@ class Evaluator:
   def __call__(self, reading: trial.LossReading) -> Optional[trial.Stop]:
     if not self.cfg.enabled:
       return None
+    stop = self._watch(reading)
+    if stop is not None and self.dry_run:
+      self.would_stop, stop = self.would_stop or stop, None
+    return stop
+
+  def _watch(self, reading: trial.LossReading) -> Optional[trial.Stop]:
     self.last_seconds = reading.seconds
     if not math.isfinite(reading.loss):
       return trial.Stop(f'training loss is {reading.loss} at step {reading.step}')
     progress = reading.seconds / self.budget_seconds
     smoothed = self._ema.update(progress, reading.loss)
     self._progress.append(progress)
-    self._smoothed.append(smoothed)
+    self._loss.append(reading.loss)
     self._running_min = min(self._running_min, smoothed)
     if smoothed > self.cfg.divergence_factor * self._running_min:
       return trial.Stop(f'diverged: smoothed loss {smoothed:.3f} nats > '
@@ -408,13 +480,13 @@ class Evaluator:
     return None
 
   def _check(self, progress: float) -> Optional[trial.Stop]:
-    p = np.asarray(self._progress)
-    smoothed = np.asarray(self._smoothed)
-    window = _window(p, smoothed, len(p) - 1, self.calibration.fit_start)
+    window = _window(np.asarray(self._progress), np.asarray(self._loss), len(self._loss) - 1,
+                     self.calibration.fit_start)
     if window is None:
       return None
     fit = np.asarray(_fit_one(*_on_cpu(*window)))
-    mean, std = self.calibration.predict(_features(fit, float(smoothed[-1])), progress)
+    mean, std = self.calibration.predict(_features(fit, progress), progress,
+                                         self.reference)
     threshold = self.best_bpb - self.keep_margin_bpb
     p_beat = 0.5 * math.erfc((mean - threshold) / (std * math.sqrt(2.0))) \
         if math.isfinite(threshold) else 1.0

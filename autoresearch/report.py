@@ -213,9 +213,9 @@ def _plotted_y(record: dict) -> Optional[float]:
 
 def build_figure(records: list[dict]) -> Figure:
   """The progress figure (karpathy/autoresearch's picture): one scatter point per trial,
-  its collection labelled with the status ('baseline' for the noise runs); crashes (and aborts without a prediction) sit
-  on the top edge, in axes coordinates; the running best is the line labelled
-  'running best'."""
+  each collection labelled with its status ('baseline' for the noise runs); crashes and
+  aborts without a prediction sit on the top edge (y in axes coordinates); the running
+  best is the line labelled 'running best'."""
   fig = Figure(figsize=(12, 6), dpi=100, layout='constrained')
   FigureCanvasAgg(fig)  # Agg without pyplot: no global backend state to disturb
   ax = fig.add_subplot()

@@ -105,6 +105,27 @@ def config_fingerprint(config) -> dict[str, str]:
   }
 
 
+_FAULT_COUNTS: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+  """Crash-test hook: with AUTORESEARCH_KILL_AT=name:N in the environment the process
+  kills itself (SIGKILL, as a preemption without notice would) the N-th time it
+  reaches point `name`. `mid-...` points kill from a timer 5 ms later, inside the work
+  that follows. Inert otherwise."""
+  target = os.environ.get('AUTORESEARCH_KILL_AT')
+  if not target or not target.startswith(name + ':'):
+    return
+  _FAULT_COUNTS[name] = _FAULT_COUNTS.get(name, 0) + 1
+  if _FAULT_COUNTS[name] != int(target.split(':')[1]):
+    return
+  kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
+  if name.startswith('mid-'):
+    threading.Timer(0.005, kill).start()
+  else:
+    kill()
+
+
 class Interrupted(Exception):
   """A preemption signal arrived; the trial in flight is dropped."""
 
@@ -129,6 +150,7 @@ class Search:
     self.checkpointer = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                                    keep=config.checkpoint.keep)
     self.interrupt_time: Optional[float] = None
+    self.watchdog: Optional[threading.Timer] = None
     logging.info('data: %s, bytes %s', self.corpus.description, self.corpus.byte_counts())
     self._restore()
 
@@ -139,7 +161,9 @@ class Search:
     arrays, agent_meta = self.agent.state_dict()
     meta = {'state': self.state.to_json(), 'agent_kind': self.agent.kind,
             'agent': agent_meta, 'fingerprint': self.fingerprint, 'pending_rows': rows}
+    fault_point('mid-checkpoint')
     self.checkpointer.save(self.state.trials, {'agent': arrays}, meta)
+    fault_point('after-checkpoint')
     for row in rows:
       self.ledger.append(row)
 
@@ -213,11 +237,15 @@ class Search:
       grace = self.config.checkpoint.grace_seconds
       logging.warning('signal %d: stopping the trial in flight; the saved state is '
                       'complete (exit within %.0f s)', signum, grace)
-      watchdog = threading.Timer(grace, lambda: os._exit(0))  # state on disk is consistent
-      watchdog.daemon = True
-      watchdog.start()
+      self.watchdog = threading.Timer(grace, lambda: os._exit(0))  # the saved state is whole
+      self.watchdog.daemon = True
+      self.watchdog.start()
 
   def _watch(self, reading: trial.LossReading) -> Optional[trial.Stop]:
+    if reading.step == 1:
+      fault_point('train')
+    if reading.progress >= 1.0:
+      fault_point('mid-eval')  # the last readings: evaluation is next
     if self.interrupt_time is not None:
       return trial.Stop('interrupted by a signal', status='interrupted')
     return None
@@ -228,6 +256,7 @@ class Search:
     if self.interrupt_time is not None:
       raise Interrupted
     cfg = dataclasses.replace(self.trial_config, seed=seed)
+    fault_point('mid-compile')
     result = trial.run(genotype, self.corpus, cfg, watch=self._watch)
     if self.interrupt_time is not None or result.status == 'interrupted':
       raise Interrupted
@@ -340,6 +369,8 @@ class Search:
     finally:
       for sig, handler in handlers.items():
         signal.signal(sig, handler)
+      if self.watchdog is not None:
+        self.watchdog.cancel()  # exiting in time by ourselves
       self.checkpointer.close()
     return self.state
 

@@ -1,7 +1,7 @@
 """Training-step throughput of the baseline genotype: JAX (ours) against PyTorch, and MFU.
 
     python benchmarks/step_throughput.py [--seconds=20] [--config=configs/default.py]
-        [--rounds=2] [--config.genotype.d_model=192 ...]
+        [--rounds=4] [--config.genotype.d_model=192 ...]
 
 One run does, in order:
 
@@ -18,13 +18,16 @@ One run does, in order:
    learning rates, betas, eps and weight decay, global grad-norm clip, the same LR
    schedule). PyTorch runs eagerly on the CPU with `torch.set_num_threads(cores)`, no
    `torch.compile`.
-4. Times both. On this noisy shared machine the timing is interleaved: `--rounds`
-   rounds per framework, alternating JAX, PyTorch, JAX, PyTorch, ..., each round
+4. Times both. The machines this runs on are shared and noisy (other processes come
+   and go for tens of seconds), so the timing is interleaved: `--rounds` rounds per
+   framework, alternating JAX, PyTorch, JAX, PyTorch, ..., each round
    `--seconds / --rounds` long after a short untimed warm-up of its own (which also
    lets the other framework's worker threads go idle). Each framework's figure is its
-   best round. Both loops sample their batches with `data.sample_batch` from the
-   pystdlib corpus inside the timed loop and follow the trial's dispatch pattern: step
-   t is dispatched, then step t-1's loss is read.
+   best round, the one least disturbed. Each round also reports how many cores other
+   processes kept busy meanwhile (from /proc, Linux only): a figure well above 0 means
+   that round was measured on a busy machine. Both loops sample their batches with
+   `data.sample_batch` from the pystdlib corpus inside the timed loop and follow the
+   trial's dispatch pattern: step t is dispatched, then step t-1's loss is read.
 
 Every figure is printed as a `key: value` line; the last line is `mfu: X`, the JAX
 step's model FLOP/s (`models.gpt.flops_per_token` x tokens/s, matmuls only) over the
@@ -64,7 +67,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     'config', os.path.join(_REPO_ROOT, 'configs', 'default.py'), 'Configuration file.')
 flags.DEFINE_float('seconds', 20.0, 'Timed seconds per framework (split over --rounds).')
-flags.DEFINE_integer('rounds', 2, 'Alternating timed rounds per framework; the best counts.')
+flags.DEFINE_integer('rounds', 4, 'Alternating timed rounds per framework; the best counts.')
 flags.DEFINE_float('warmup_seconds', 1.0, 'Untimed warm-up before each round.')
 
 _WARMUP_MIN_STEPS = 3
@@ -92,6 +95,34 @@ def _lr_multiplier(progress: float, cfg: optim.OptimConfig) -> float:
   return warm * down
 
 
+class _ForeignLoad:
+  """CPU cores other processes kept busy over an interval, from /proc (Linux); None
+  elsewhere. A round with a large value was measured on a shared, busy machine."""
+
+  def __init__(self):
+    self._start = self._read()
+
+  @staticmethod
+  def _read():
+    try:
+      hz = os.sysconf('SC_CLK_TCK')
+      with open('/proc/stat') as f:
+        fields = [int(v) for v in f.readline().split()[1:9]]
+      busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+      with open('/proc/self/stat') as f:
+        own = f.read().rsplit(')', 1)[1].split()
+      return busy / hz, (int(own[11]) + int(own[12])) / hz, time.perf_counter()
+    except (OSError, ValueError, IndexError, AttributeError):
+      return None
+
+  def cores(self):
+    end = self._read()
+    if self._start is None or end is None or end[2] <= self._start[2]:
+      return None
+    busy, own, wall = (b - a for a, b in zip(self._start, end))
+    return max(0.0, (busy - own) / wall)
+
+
 class _Clock:
   """Training-time progress shared by a framework's rounds (drives the LR schedule)."""
 
@@ -105,7 +136,7 @@ class _Clock:
 def _timed_round(step_fn, read_loss, rng, split, batch_size, seq_len, seconds, warmup_seconds,
                  clock: _Clock):
   """Warm-up, then `seconds` of steps. step_fn(batch, progress) -> loss handle; read_loss
-  waits for it. Returns (steps, elapsed seconds, last loss)."""
+  waits for it. Returns (steps, elapsed seconds, last loss, cores other processes used)."""
   start = time.perf_counter()
   steps, loss = 0, None
   while steps < _WARMUP_MIN_STEPS or time.perf_counter() - start < warmup_seconds:
@@ -113,6 +144,7 @@ def _timed_round(step_fn, read_loss, rng, split, batch_size, seq_len, seconds, w
     steps += 1
   read_loss(loss)
 
+  load = _ForeignLoad()
   clock_start = time.perf_counter()
   steps, pending, last = 0, None, float('nan')
   while True:
@@ -129,7 +161,7 @@ def _timed_round(step_fn, read_loss, rng, split, batch_size, seq_len, seconds, w
     last = read_loss(pending)
   elapsed = time.perf_counter() - clock_start
   clock.spent += elapsed
-  return steps, elapsed, last
+  return steps, elapsed, last, load.cores()
 
 
 # ---------------------------------------------------------------------------
@@ -445,15 +477,16 @@ def main(argv):
   for r in range(rounds):
     for name, runner in runners:
       rng = np.random.default_rng(trial_cfg.seed + 1000 * r)
-      steps, elapsed, loss = _timed_round(runner.step, runner.read_loss, rng, corpus.train,
+      steps, elapsed, loss, foreign = _timed_round(runner.step, runner.read_loss, rng, corpus.train,
                                           batch_size, seq_len, per_round,
                                           FLAGS.warmup_seconds, clocks[name])
       tps = steps * tokens_per_step / elapsed
       best[name] = max(best[name], tps)
       totals[name][0] += steps
       totals[name][1] += elapsed
+      busy = '' if foreign is None else f', other processes busy {foreign:.2f} cores'
       _print(f'{name}_round{r + 1}', f'{tps:,.0f} tokens/s, {1e3 * elapsed / steps:.2f} ms/step, '
-             f'{steps} steps in {elapsed:.1f} s, loss {loss:.3f}')
+             f'{steps} steps in {elapsed:.1f} s, loss {loss:.3f}{busy}')
 
   jax_tps = best['jax']
   jax_flops = flops_per_token * jax_tps

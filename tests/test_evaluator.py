@@ -25,13 +25,14 @@ def _final_bpb(a, c, rng):
   return 0.9 * (a + c) / math.log(2) + 0.1 + rng.normal(0.0, 0.003)
 
 
-def _record(a, b, c, rng, status='discard'):
+def _record(a, b, c, rng, status='discard', noise=0.05):
   return dict(status=status, val_bpb=_final_bpb(a, c, rng), train_seconds=BUDGET,
-              loss_curve=_curve(a, b, c, rng))
+              loss_curve=_curve(a, b, c, rng, noise))
 
 
-def _random_record(rng):
-  return _record(rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.7), rng.uniform(1.0, 2.2), rng)
+def _random_record(rng, noise=0.05):
+  return _record(rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.7), rng.uniform(1.0, 2.2), rng,
+                 noise=noise)
 
 
 @pytest.fixture(scope='module')
@@ -63,7 +64,8 @@ def test_fit_recovers_a_noisy_power_law(a, b, c):
   assert fit.b == pytest.approx(b, abs=0.02)
   assert fit.c == pytest.approx(c, abs=0.1)
   assert fit.final == pytest.approx(a + c, abs=0.01)
-  assert fit.residual_scale == pytest.approx(0.01, rel=0.3)
+  # The fit sees means of ~1000/256 readings: their scatter is smaller by its square root.
+  assert fit.residual_scale == pytest.approx(0.01 / math.sqrt(1000 / 256), rel=0.3)
   # From the first 30% of the budget only, the extrapolation to p = 1 still lands close.
   early = progress <= 0.3
   partial = evaluator.fit_power_law(progress[early], c + a * progress[early] ** -b
@@ -84,8 +86,9 @@ def test_fit_compiles_once_for_any_number_of_readings():
 # --- the calibration ------------------------------------------------------------------------
 
 def test_calibration_learns_the_bias_and_improves_with_more_trials():
+  # Little reading noise, so that the bias, not the extrapolation's scatter, dominates.
   rng = np.random.default_rng(2)
-  held_out = [_random_record(rng) for _ in range(10)]
+  held_out = [_random_record(rng, noise=0.01) for _ in range(10)]
   cfg = evaluator.EvaluatorConfig()
   checkpoint = 0.3
 
@@ -93,7 +96,7 @@ def test_calibration_learns_the_bias_and_improves_with_more_trials():
     errs, stds = [], []
     for record in held_out:
       feats = evaluator.trial_features(record['loss_curve'], BUDGET, calibration.checkpoints,
-                                       calibration.smoothing, calibration.fit_start)
+                                       calibration.fit_start)
       k = int(np.argmin(np.abs(calibration.checkpoints - checkpoint)))
       mean, std = calibration.predict(feats[k], checkpoint)
       errs.append(abs(mean - record['val_bpb']))
@@ -103,10 +106,10 @@ def test_calibration_learns_the_bias_and_improves_with_more_trials():
   calibration = evaluator.Calibration.create(cfg)
   uncalibrated_mae, uncalibrated_std = errors(calibration)
   for _ in range(3):
-    calibration.update(_random_record(rng))
+    calibration.update(_random_record(rng, noise=0.01))
   few_mae, few_std = errors(calibration)
   for _ in range(37):
-    calibration.update(_random_record(rng))
+    calibration.update(_random_record(rng, noise=0.01))
   many_mae, many_std = errors(calibration)
   assert uncalibrated_std == few_std == cfg.prior_std   # below min_history: the wide prior
   assert uncalibrated_mae > 0.1                          # the bias is real ...
@@ -148,8 +151,7 @@ def test_calibration_state_round_trips_through_json_and_arrays(calibrated):
     np.testing.assert_array_equal(restored.features[1:], calibrated.features[1:])
     assert np.isnan(restored.features[0, 0]).all()
     np.testing.assert_array_equal(restored.targets, calibrated.targets)
-    assert (restored.smoothing, restored.fit_start) == (calibrated.smoothing,
-                                                        calibrated.fit_start)
+    assert restored.fit_start == calibrated.fit_start
     assert restored.to_dict() == json.loads(json.dumps(state))
 
 
@@ -209,7 +211,9 @@ def test_divergence_and_non_finite_losses_stop_at_once(calibrated):
   stop, progress = evaluator.replay(_watch(calibrated, _best_bpb()), diverging, BUDGET)
   assert stop.status == 'aborted' and stop.predicted_bpb is None
   assert 'diverged' in stop.reason
-  assert progress <= diverging[jump + 2][0] / BUDGET   # within three readings of the jump
+  # Detected within one half-life of the loss EMA (0.01 of the budget: 0.6 s here).
+  jump_progress = diverging[jump][0] / BUDGET
+  assert jump_progress <= progress <= jump_progress + calibrated.cfg.smoothing
   for bad in (math.nan, math.inf):
     broken = curve[:jump] + [[curve[jump][0], jump + 1, bad]]
     stop, progress = evaluator.replay(_watch(calibrated, _best_bpb()), broken, BUDGET)

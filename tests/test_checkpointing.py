@@ -1,0 +1,190 @@
+"""Persistence: Orbax round trips, resume equivalence, and real kill -9 / SIGTERM runs."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from autoresearch import checkpointing, genotype as genotype_lib, ledger as ledger_lib
+from autoresearch import search, trial
+from configs import tiny
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_round_trip_keep_and_fallback_from_a_corrupt_latest(tmp_path):
+  arrays = {'w': jnp.arange(6.0).reshape(2, 3), 'key': jax.random.key_data(jax.random.key(1))}
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=2)
+  for step in (1, 2, 3):
+    ckpt.save(step, jax.tree_util.tree_map(lambda x: x + step, arrays), {'step': step, 'big': 2**90})
+  assert ckpt.steps() == [2, 3]
+  step, restored, meta = ckpt.restore(arrays)
+  assert step == 3 and meta == {'step': 3, 'big': 2**90}
+  np.testing.assert_array_equal(restored['w'], np.arange(6.0).reshape(2, 3) + 3)
+  # Corrupt the newest step's array data: the one before it is used, with a warning.
+  for root, _, files in os.walk(tmp_path / '3' / 'arrays'):
+    for name in files:
+      with open(os.path.join(root, name), 'w') as f:
+        f.write('garbage')
+  step, restored, meta = checkpointing.Checkpointer(str(tmp_path), keep=2).restore(arrays)
+  assert step == 2 and meta['step'] == 2
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a folder')
+  with pytest.raises(checkpointing.CheckpointError, match='a_file'):
+    checkpointing.Checkpointer(str(blocker / 'checkpoints'))
+
+
+def _fake_run(genotype, corpus, cfg, watch=None, eval_split='val'):
+  """Deterministic stand-in for trial.run: val_bpb a fixed function of the genotype."""
+  gid = genotype_lib.genotype_id(genotype)
+  bpb = 2.0 + int(gid[:6], 16) / 16**6 * 0.05 + 1e-4 * cfg.seed % 3
+  if watch is not None and watch(trial.LossReading(1.0, 1.0, 1, 1.0)) is not None:
+    return trial.TrialResult(gid, dict(genotype), status='interrupted')
+  return trial.TrialResult(gid, dict(genotype), status='ok', val_bpb=bpb, train_seconds=1.0,
+                           total_seconds=1.0, steps=1)
+
+
+def _config(max_trials, kind='ppo'):
+  config = tiny.get_config()
+  config.search.max_trials = max_trials
+  config.search.noise_repeats = 2
+  config.search.min_sigma = 0.004
+  config.agent.kind = kind
+  config.agent.update_every = 4
+  config.agent.ppo.minibatches = 2
+  return config
+
+
+def _proposed(workdir):
+  return [(r['trial'], r['commit'], r['status']) for r in
+          ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl'))]
+
+
+def _run_until_signal(config, workdir, monkeypatch, signal_at_call):
+  """search.run with the stand-in runner, sending SIGTERM during its n-th trial."""
+  calls = {'n': 0}
+
+  def run_then_signal(genotype, corpus, cfg, watch=None, eval_split='val'):
+    calls['n'] += 1
+    if calls['n'] == signal_at_call:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return _fake_run(genotype, corpus, cfg, watch, eval_split)
+
+  monkeypatch.setattr(trial, 'run', run_then_signal)
+  try:
+    return search.run(config, workdir)
+  finally:
+    monkeypatch.setattr(trial, 'run', _fake_run)
+
+
+def test_resume_proposes_exactly_what_an_uninterrupted_search_proposes(tmp_path, monkeypatch):
+  monkeypatch.setattr(trial, 'run', _fake_run)
+  straight = str(tmp_path / 'straight')
+  search.run(_config(14), straight)
+  expected = _proposed(straight)
+  assert len(expected) == 14 and len({c for _, c, _ in expected}) > 4
+
+  # SIGTERM during a trial, three times: nothing is recorded for the trial in flight,
+  # and each resume continues from the saved state.
+  signalled = str(tmp_path / 'signalled')
+  recorded = []
+  for k in (2, 5, 4):
+    state = _run_until_signal(_config(14), signalled, monkeypatch, signal_at_call=k)
+    recorded.append(state.trials)
+    assert len(_proposed(signalled)) == state.trials
+  assert recorded[0] < recorded[1] < recorded[2] < 14
+  search.run(_config(14), signalled)
+  assert _proposed(signalled) == expected
+
+  # Killed between the checkpoint and the ledger: the last row is only in the checkpoint
+  # and half-written in both ledger files.
+  torn = str(tmp_path / 'torn')
+  state = _run_until_signal(_config(14), torn, monkeypatch, signal_at_call=8)
+  for name in ('trials.jsonl', 'results.tsv'):
+    path = os.path.join(torn, name)
+    lines = open(path).read().splitlines(keepends=True)
+    open(path, 'w').write(''.join(lines[:-1]) + lines[-1][:10])
+  assert len(ledger_lib.read_records(os.path.join(torn, 'trials.jsonl'))) == state.trials - 1
+  search.run(_config(14), torn)
+  assert _proposed(torn) == expected
+  assert len(ledger_lib.read_tsv(os.path.join(torn, 'results.tsv'))) == 14
+
+
+def test_a_changed_config_is_refused_naming_what_changed(tmp_path, monkeypatch):
+  monkeypatch.setattr(trial, 'run', _fake_run)
+  search.run(_config(3), str(tmp_path))
+  changed = _config(4)
+  changed.trial.budget_seconds = 9.0
+  changed.genotype.d_model = 64
+  with pytest.raises(checkpointing.CheckpointError, match='trial, baseline genotype'):
+    search.run(changed, str(tmp_path))
+  changed.checkpoint.allow_config_change = True
+  assert search.run(changed, str(tmp_path)).trials == 4
+
+
+def _command(workdir, max_trials):
+  return [sys.executable, 'main.py', '--config=configs/tiny.py', f'--workdir={workdir}',
+          f'--config.search.max_trials={max_trials}', '--config.search.noise_repeats=2',
+          '--config.trial.budget_seconds=0.5', '--config.agent.kind=random']
+
+
+@pytest.mark.slow
+def test_kill_9_at_many_moments_loses_and_duplicates_nothing(tmp_path):
+  workdir = str(tmp_path / 'w')
+  n = 9
+  # point:N = the N-th time the process reaches that point (see search.fault_point).
+  kills = ['mid-compile:1', 'train:2', 'mid-eval:2', 'mid-checkpoint:2', 'after-checkpoint:3',
+           'mid-compile:3', 'mid-checkpoint:1']
+  seen = []  # (trial, commit, val_bpb) recorded before each kill
+  for point in kills:
+    env = dict(os.environ, AUTORESEARCH_KILL_AT=point)
+    proc = subprocess.run(_command(workdir, n), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, (point, proc.returncode, proc.stderr[-2000:])
+    records = ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl'))
+    seen.append([(r['trial'], r['commit'], r['val_bpb']) for r in records])
+  proc = subprocess.run(_command(workdir, n), cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  final = [(r['trial'], r['commit'], r['val_bpb'])
+           for r in ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl'))]
+  assert [t for t, _, _ in final] == list(range(1, n + 1))
+  for before in seen:  # every trial recorded before a kill is still there, unchanged
+    assert final[:len(before)] == before
+  rows = ledger_lib.read_tsv(os.path.join(workdir, 'results.tsv'))
+  assert [int(r['trial']) for r in rows] == list(range(1, n + 1))
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  assert ckpt.steps()[-1] == n
+
+
+@pytest.mark.slow
+def test_sigterm_exits_zero_within_the_grace_period_and_resumes(tmp_path):
+  workdir = str(tmp_path / 'w')
+  cmd = _command(workdir, 6) + ['--config.trial.budget_seconds=20']
+  proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+  for line in proc.stderr:  # wait until training of the first trial is under way
+    if 'data: pystdlib' in line:
+      break
+  time.sleep(8.0)
+  sent = time.monotonic()
+  proc.send_signal(signal.SIGTERM)
+  proc.wait(timeout=60)
+  assert proc.returncode == 0
+  assert time.monotonic() - sent < 30.0  # checkpoint.grace_seconds
+  assert ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl')) == []
+  done = subprocess.run(_command(workdir, 3), cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert [r['trial'] for r in ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl'))] \
+      == [1, 2, 3]
