@@ -56,13 +56,13 @@ def main(_):
   propose_best, propose_median = _best_of(lambda: agent.propose(obs), FLAGS.repeats)
 
   def observe_without_update():
-    agent.buffer = []  # one transition in the buffer: no update
+    agent.buffered = 0  # one transition in the buffer: no update
     agent.observe(obs, proposal, 0.1, obs)
 
   observe_best, _ = _best_of(observe_without_update, FLAGS.repeats)
   update_times = []
   for _ in range(5):
-    agent.buffer = [(obs, proposal, float(rng.normal()))] * (agent.update_every - 1)
+    agent.buffered = agent.update_every - 1  # the next transition triggers an update
     start = time.perf_counter()
     metrics = agent.observe(obs, proposal, 0.3, obs)
     update_times.append(time.perf_counter() - start)

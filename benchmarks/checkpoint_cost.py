@@ -1,0 +1,80 @@
+"""What checkpointing the whole search state costs per trial, against a trial.
+
+Builds the default search's state as it is after a trial (PPO policy, Adam state,
+a full rollout buffer, 30 history rows, the step's ledger row with its loss curve),
+times `Checkpointer.save` and `Checkpointer.restore` (median of repeats, in a
+temporary folder), then runs one real default trial in the same process. Prints
+`checkpoint_fraction: X` last: (save + restore seconds) / trial wall seconds. A search
+saves once per trial and restores once per start, so this bounds its share.
+
+  python benchmarks/checkpoint_cost.py [--trial_seconds=S]   (S: skip the real trial)
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from autoresearch import agents, checkpointing, genotype as genotype_lib, modes  # noqa: E402
+from autoresearch import search, trial  # noqa: E402
+from configs import default  # noqa: E402
+
+flags.DEFINE_float('trial_seconds', 0.0, 'Use this trial wall time instead of running one.')
+flags.DEFINE_integer('repeats', 10, 'Timed saves and restores.')
+FLAGS = flags.FLAGS
+
+
+def main(_):
+  config = default.get_config()
+  best = genotype_lib.from_config(config)
+  agent = agents.PPOAgent(config.agent, config.agent.history, seed=0)
+  rng = np.random.default_rng(0)
+  history = [agents.history_row(int(rng.integers(genotype_lib.N_GENES)), 0, 1,
+                                float(rng.normal()), 'discard', 1.0, False).tolist()
+             for _ in range(config.agent.history)]
+  obs = agents.build_observation(best, [np.asarray(h) for h in history], config.agent.history,
+                                 40, 3, 2.4, config.trial.max_params)
+  for _ in range(config.agent.update_every - 1):  # a nearly full rollout buffer
+    agent.observe(obs, agent.propose(obs), float(rng.normal()), obs)
+  curve = [[0.08 * i, i, 5.0 / (1 + 0.01 * i)] for i in range(1, 760)]  # a 60 s CPU trial
+  row = dict(trial.TrialResult('0' * 12, best, 'ok', val_bpb=1.75, loss_curve=curve).to_dict(),
+             status='discard', description='n_layers 2->3', trial=41, agent='ppo')
+  state = search.SearchState(trials=41, proposals=38, best_genotype=best, best_bpb=1.75,
+                             sigma=0.004, baseline_bpbs=[1.75, 1.752, 1.748], history=history)
+  arrays, agent_meta = agent.state_dict()
+  meta = {'state': state.to_json(), 'agent_kind': 'ppo', 'agent': agent_meta,
+          'fingerprint': search.config_fingerprint(config), 'pending_rows': [row]}
+
+  saves, restores = [], []
+  with tempfile.TemporaryDirectory() as folder:
+    ckpt = checkpointing.Checkpointer(folder, keep=config.checkpoint.keep)
+    for step in range(FLAGS.repeats):
+      start = time.perf_counter()
+      ckpt.save(step, {'agent': arrays}, meta)
+      saves.append(time.perf_counter() - start)
+      start = time.perf_counter()
+      ckpt.restore({'agent': arrays})
+      restores.append(time.perf_counter() - start)
+    size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(folder) for f in fs)
+    ckpt.close()
+  save, restore = float(np.median(saves)), float(np.median(restores))
+  print(f'checkpoint_mb: {size / config.checkpoint.keep / 1e6:.2f}')
+  print(f'save_seconds: {save:.3f}')
+  print(f'restore_seconds: {restore:.3f}')
+
+  if FLAGS.trial_seconds > 0:
+    trial_wall = FLAGS.trial_seconds
+  else:
+    result = trial.run(best, modes.load_corpus(config), modes.trial_config(config))
+    trial_wall = result.total_seconds
+  print(f'trial_wall_seconds: {trial_wall:.1f}')
+  print(f'checkpoint_fraction: {(save + restore) / trial_wall:.4f}')
+
+
+if __name__ == '__main__':
+  app.run(main)
