@@ -1,32 +1,36 @@
 """The self-evaluator: watch a trial's loss, predict its final val_bpb, stop hopeless ones.
 
-    calibration = evaluator.Calibration.create(cfg)          # part of the search state
-    watch = evaluator.Evaluator(cfg, calibration, best_bpb, keep_margin_bpb, budget_seconds)
+    calibration = evaluator.Calibration.create(cfg)                  # in the search state
+    reference = calibration.reference([best_record], best_bpb)        # once per new best
+    watch = evaluator.Evaluator(cfg, calibration, best_bpb, keep_margin_bpb, budget_seconds,
+                                reference=reference)
     result = trial.run(genotype, corpus, trial_cfg, watch=watch)
-    calibration.update(result.to_dict())                      # after every completed trial
+    calibration.update(result.to_dict(), reference)                   # completed trials
 
-* **Smoothing.** Each reading updates an exponential moving average of the training loss
-  whose half-life is a fraction of the budget (not a number of steps), so genotypes with
-  slow and fast steps are smoothed alike; it is debiased like Adam's moments.
-* **Fit.** At every checkpoint (multiples of `check_every`) the readings on
-  [fit_start·p, p], averaged into at most `MAX_POINTS` consecutive runs (a smoother
-  without the EMA's lag, which would bend the curve), are fitted with the learning-curve
-  power law L(p) = c + a·p^(-b)
-  (Domhan et al., IJCAI 2015; Kaplan et al., 2020), in JAX on the CPU: variable
-  projection over a grid of b (for a fixed b the model is linear in a and c; Golub &
-  Pereyra, 1973), then Levenberg-Marquardt steps (Levenberg, 1944; Marquardt, 1963) in an
-  unconstrained space (a, c > 0; 0 < b < 3). Arrays are padded to `MAX_POINTS`, so it
-  compiles once. Features: the extrapolated loss at p = 1 and the smoothed loss now.
+* **Fit.** At every checkpoint (multiples of `check_every` of the budget) the raw loss
+  readings on [fit_start·p, p], averaged into at most `MAX_POINTS` runs of consecutive
+  readings (a smoother without an EMA's lag, which would bend the curve), are fitted with
+  the learning-curve power law L(p) = c + a·p^(-b) (Domhan et al., IJCAI 2015; Kaplan et
+  al., 2020) in JAX on the CPU: variable projection over a grid of b (for a fixed b the
+  model is linear in a and c; Golub & Pereyra, 1973), then Levenberg-Marquardt steps
+  (Levenberg, 1944; Marquardt, 1963) in an unconstrained space (a, c > 0; 0 < b < 3).
+  Arrays have one padded shape, so it compiles once. Features: the fit's value now and
+  its extrapolation to p = 1.
 * **Calibration.** The extrapolated train loss is not the final val_bpb: the LR warmdown
   drops the loss below the constant-LR power law (Hägele et al., 2024) and train is not
-  val. Per checkpoint, a ridge regression of (final val_bpb - extrapolation) on the fit's
-  features learns that map from the search's completed trials; its leave-one-out
-  residuals (Allen's PRESS, 1974) give the uncertainty. With fewer than `min_history`
-  trials the uncertainty is the wide `prior_std`.
-* **Decisions.** Stop at once on a non-finite loss or divergence (smoothed loss above
-  `divergence_factor` x its running minimum). From `min_progress` on, stop when
-  P(final < best - margin) < `delta` under the Gaussian prediction. `check_stall` stops a
-  trial whose steps no longer finish.
+  val. Per checkpoint, a ridge regression of the extrapolation's error learns the map
+  from the search's completed trials, and its leave-one-out residuals (Allen's PRESS,
+  1974) are the prediction's std; before `min_history` trials the std is `prior_std`.
+  The regression is *paired* when the best's curve is given: the trial's final minus the
+  best's, from the differences of their features at the same progress. An absolute map
+  learnt on the history drifts out of range as the best improves and regresses the
+  frontier's predictions toward the mean of the (worse) past; the differences stay
+  comparable, and what a child shares with its parent (schedule, train/val gap) cancels.
+* **Decisions.** Stop at once on a non-finite loss or divergence (the loss EMA, half-life
+  `smoothing` of the budget, above `divergence_factor` x its running minimum). From
+  `min_progress` on, stop when P(final < best - margin) < `delta` under the Gaussian
+  prediction at `confirm` consecutive checks. `check_stall` stops a trial whose steps no
+  longer finish.
 """
 
 from __future__ import annotations
@@ -52,23 +56,26 @@ _TRACES = {'fit': 0}      # traces of the single fit (tests check it compiles on
 
 @dataclasses.dataclass(frozen=True)
 class EvaluatorConfig:
+  """When and how the evaluator stops a trial (progress = training seconds / budget)."""
   enabled: bool = True            # False: the watcher never stops a trial
   min_progress: float = 0.2       # fraction of the budget before any predicted-bpb stop
   check_every: float = 0.05       # fraction of the budget between fits (the checkpoint grid)
-  delta: float = 0.05             # stop when P(final beats best by the margin) < delta
+  delta: float = 0.05             # stop when P(final beats best by the margin) < delta ...
+  confirm: int = 2                # ... at this many consecutive checks (not on one wild fit)
   smoothing: float = 0.01         # EMA half-life of the training loss, fraction of the budget
   fit_start: float = 0.25         # the fit at progress p uses readings from fit_start·p to p
   divergence_factor: float = 1.5  # smoothed loss above this x its running minimum: stop now
   stall_seconds: float = 30.0     # seconds; no step finished for this long: stop (0 = off)
-  min_history: int = 8           # completed trials before the calibrated std is trusted
+  min_history: int = 8            # completed trials before the calibrated std is trusted
   prior_std: float = 0.5          # bits/byte; std of a prediction before min_history trials
   min_std: float = 0.003          # bits/byte; floor of a calibrated prediction's std
   ridge: float = 0.01             # bits^2; ridge penalty of the calibration slopes
-  max_history: int = 512          # most recent completed trials the calibration keeps
+  max_history: int = 256          # most recent completed trials the calibration keeps
 
 
 class PowerLawFit(NamedTuple):
-  """L(p) = c + a·p^(-b), fitted in nats; residual_scale is the RMS misfit (nats)."""
+  """L(p) = c + a·p^(-b), fitted in nats; residual_scale: RMS misfit of the fitted points
+  (the readings, or their run means beyond MAX_POINTS), nats."""
   a: float
   b: float
   c: float
@@ -227,17 +234,15 @@ def trial_features(loss_curve, budget_seconds: float, checkpoints: np.ndarray,
     return out
   progress = curve[:, 0] / budget_seconds
   ends = np.searchsorted(progress, np.asarray(checkpoints) - 1e-9)  # first reading >= cp
-  windows, rows = [], []
-  for k, end in enumerate(ends):
-    w = _window(progress, curve[:, 2], int(end), fit_start) if end < len(progress) else None
-    if w is not None:
-      windows.append(w)
-      rows.append((k, float(progress[end])))
-  if windows:
-    p, y, m = (np.stack(arrays) for arrays in zip(*windows))
-    fits = np.asarray(_fit_many(*_on_cpu(p, y, m)))
-    for (k, now), fit in zip(rows, fits):
-      out[k] = _features(fit, now)
+  windows = [_window(progress, curve[:, 2], int(end), fit_start) if end < len(progress)
+             else None for end in ends]
+  # Every checkpoint gets a window (a dummy where there is none): one compiled batch.
+  dummy = _pad(np.linspace(0.5, 1.0, MIN_POINTS), np.ones(MIN_POINTS))
+  p, y, m = (np.stack(arrays) for arrays in zip(*(w or dummy for w in windows)))
+  fits = np.asarray(_fit_many(*_on_cpu(p, y, m)))
+  for k, (window, end) in enumerate(zip(windows, ends)):
+    if window is not None:
+      out[k] = _features(fits[k], float(progress[end]))
   return out
 
 
@@ -255,21 +260,47 @@ def _ok(record: dict) -> bool:
           and math.isfinite(bpb) and bool(record.get('loss_curve')))
 
 
-def _ridge(x_Nx2: np.ndarray, z_N: np.ndarray, ridge: float):
-  """Ridge fit of z on x with a free intercept: (n, x_mean, z_mean, slope, inverse
-  Gram matrix, leave-one-out RMS residual), or None without rows."""
+def _ridge_fit(x_Nx2: np.ndarray, z_N: np.ndarray, ridge: float):
+  """Ridge regression of z on x with a free (unpenalised) intercept."""
+  x_mean, z_mean = x_Nx2.mean(axis=0), z_N.mean()
+  xc_Nx2 = x_Nx2 - x_mean
+  inv_2x2 = np.linalg.inv(xc_Nx2.T @ xc_Nx2 + ridge * np.eye(2))
+  return x_mean, z_mean, inv_2x2 @ xc_Nx2.T @ (z_N - z_mean), inv_2x2
+
+
+def _ridge(x_Nx2: np.ndarray, z_N: np.ndarray, ridge: float,
+           groups_N: Optional[np.ndarray] = None):
+  """(n, x_mean, z_mean, slope, inverse Gram matrix, RMS out-of-sample residual) of the
+  ridge fit of z on x, or None without rows.
+
+  Without groups the residuals are leave-one-out (closed form through the leverages).
+  With groups (trials compared with the same reference) they are leave-one-group-out: a
+  reference's own noise is shared by its whole group, which leave-one-out cannot see.
+  With fewer than 3 groups that noise is assumed as large as a trial's: variance x 2.
+  """
   rows = np.all(np.isfinite(x_Nx2), axis=1) & np.isfinite(z_N)
   x_Nx2, z_N = x_Nx2[rows], z_N[rows]
   n = len(z_N)
   if n == 0:
     return None
-  x_mean, z_mean = x_Nx2.mean(axis=0), z_N.mean()
+  x_mean, z_mean, slope_2, inv_2x2 = _ridge_fit(x_Nx2, z_N, ridge)
   xc_Nx2 = x_Nx2 - x_mean
-  inv_2x2 = np.linalg.inv(xc_Nx2.T @ xc_Nx2 + ridge * np.eye(2))
-  slope_2 = inv_2x2 @ xc_Nx2.T @ (z_N - z_mean)
   leverage_N = 1.0 / n + np.einsum('ni,ij,nj->n', xc_Nx2, inv_2x2, xc_Nx2)
   loo_N = (z_N - z_mean - xc_Nx2 @ slope_2) / np.maximum(1.0 - leverage_N, 0.05)
-  return n, x_mean, z_mean, slope_2, inv_2x2, float(np.sqrt(np.mean(loo_N ** 2)))
+  mse = float(np.mean(loo_N ** 2))
+  if groups_N is not None:
+    groups_N = groups_N[rows]
+    labels = np.unique(groups_N)
+    if len(labels) < 3:
+      mse *= 2.0
+    else:
+      out_N = np.empty(n)
+      for label in labels:
+        held = groups_N == label
+        m, zm, s, _ = _ridge_fit(x_Nx2[~held], z_N[~held], ridge)
+        out_N[held] = z_N[held] - zm - (x_Nx2[held] - m) @ s
+      mse = max(mse, float(np.mean(out_N ** 2)))
+  return n, x_mean, z_mean, slope_2, inv_2x2, math.sqrt(mse)
 
 
 def _nan_to_none(a: np.ndarray) -> list:
@@ -281,7 +312,7 @@ class Calibration:
   """Completed trials' features and finals, and the map from features to final val_bpb.
 
   Two models per checkpoint, both a ridge regression of the error of the plain
-  extrapolation (bits) on the features, with leave-one-out residuals as the std:
+  extrapolation (bits) on the features, with out-of-sample residuals as the std:
   * paired (used when the evaluator has a Reference, i.e. the best's curve): the trial's
     final minus the reference's, from the differences of their features. Quirks a child
     shares with its parent (schedule, train/val gap) cancel, and the map stays valid
@@ -360,12 +391,14 @@ class Calibration:
     self._models.clear()
 
   def _model(self, k: int, paired: bool):
+    """The (cached) regression at checkpoint k; see `_ridge`."""
     if (k, paired) not in self._models:
       x_Nx2 = self.features[:, k] / LN2
       y_N = self.targets
       if paired:
         x_Nx2, y_N = x_Nx2 - self.ref_features[:, k] / LN2, y_N - self.ref_targets
-      self._models[k, paired] = _ridge(x_Nx2, y_N - x_Nx2[:, 0], self.cfg.ridge)
+      self._models[k, paired] = _ridge(x_Nx2, y_N - x_Nx2[:, 0], self.cfg.ridge,
+                                       self.ref_targets if paired else None)
     return self._models[k, paired]
 
   def predict(self, features: np.ndarray, progress: float,
@@ -382,19 +415,26 @@ class Calibration:
     model = self._model(k, paired) if progress >= self.checkpoints[0] - 1e-6 else None
     if model is None:
       return float(base), self.cfg.prior_std
-    n, x_mean, z_mean, slope_2, inv_2x2, loo_rms = model
+    n, x_mean, z_mean, slope_2, inv_2x2, out_rms = model
     xc_2 = x_2 - x_mean
     mean = float(base + z_mean + xc_2 @ slope_2)
     if n < self.cfg.min_history:
       return mean, self.cfg.prior_std
     # The leverage of the new point widens predictions away from the history's features.
-    std = loo_rms * math.sqrt(1.0 + 1.0 / n + float(xc_2 @ inv_2x2 @ xc_2))
+    std = out_rms * math.sqrt(1.0 + 1.0 / n + float(xc_2 @ inv_2x2 @ xc_2))
     return mean, max(std, self.cfg.min_std)
 
+  def prepare(self, paired: bool) -> None:
+    """Fits every checkpoint's model now (before a trial's clock starts)."""
+    for k in range(len(self.checkpoints)):
+      self._model(k, paired)
+
   def to_dict(self) -> dict:
-    """JSON-ready state (missing values as None)."""
-    return dict(checkpoints=self.checkpoints.tolist(), fit_start=self.fit_start, features=_nan_to_none(self.features),
-                targets=self.targets.tolist(), ref_features=_nan_to_none(self.ref_features),
+    """JSON-ready state (missing values as None; features rounded to micro-nats)."""
+    return dict(checkpoints=self.checkpoints.tolist(), fit_start=self.fit_start,
+                features=_nan_to_none(np.round(self.features, 6)),
+                targets=self.targets.tolist(),
+                ref_features=_nan_to_none(np.round(self.ref_features, 6)),
                 ref_targets=_nan_to_none(self.ref_targets))
 
   @classmethod
@@ -440,6 +480,8 @@ class Evaluator:
     self.best_bpb = math.inf if best_bpb is None else float(best_bpb)
     self.keep_margin_bpb = float(keep_margin_bpb)
     self.budget_seconds = float(budget_seconds)
+    if self.budget_seconds <= 0:
+      raise ValueError(f'budget_seconds={budget_seconds} must be positive')
     self.last_prediction: Optional[Prediction] = None
     self.predictions: list[Prediction] = []
     self.last_seconds = 0.0
@@ -448,8 +490,10 @@ class Evaluator:
     self._loss: list[float] = []
     self._running_min = math.inf
     self._next_checkpoint = 0
+    self._hopeless_checks = 0   # consecutive checks with P(beats best) < delta
     if cfg.enabled:
       _warm_up()
+      self.calibration.prepare(paired=reference is not None)
 
   def __call__(self, reading: trial.LossReading) -> Optional[trial.Stop]:
     if not self.cfg.enabled:
@@ -492,7 +536,8 @@ class Evaluator:
         if math.isfinite(threshold) else 1.0
     self.last_prediction = Prediction(progress, mean, std, p_beat)
     self.predictions.append(self.last_prediction)
-    if progress >= self.cfg.min_progress - 1e-9 and p_beat < self.cfg.delta:
+    self._hopeless_checks = self._hopeless_checks + 1 if p_beat < self.cfg.delta else 0
+    if progress >= self.cfg.min_progress - 1e-9 and self._hopeless_checks >= self.cfg.confirm:
       return trial.Stop(
           f'predicted val_bpb {mean:.4f} ± {std:.4f} at {progress:.0%} of the budget, '
           f'P(beats best {self.best_bpb:.4f} by {self.keep_margin_bpb:.4f}) = {p_beat:.3g} '

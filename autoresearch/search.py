@@ -47,8 +47,8 @@ from typing import Optional
 import numpy as np
 from absl import logging
 
-from autoresearch import agents, checkpointing, genotype as genotype_lib, ledger as ledger_lib
-from autoresearch import modes, trial
+from autoresearch import agents, checkpointing, evaluator, genotype as genotype_lib
+from autoresearch import ledger as ledger_lib, modes, trial
 
 
 @dataclasses.dataclass
@@ -147,8 +147,12 @@ class Search:
     self.agent = agents.make(config.agent, config.agent.history, config.search.seed)
     self.state = SearchState(best_genotype=genotype_lib.from_config(config))
     self.fingerprint = config_fingerprint(config)
+    self.evaluator_config = evaluator.EvaluatorConfig(**config.evaluator.to_dict())
+    self.calibration = evaluator.Calibration.create(self.evaluator_config)
+    self.reference: Optional[evaluator.Reference] = None  # the best's curve features
     self.checkpointer = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                                    keep=config.checkpoint.keep)
+    self.best_rows: list[dict] = []   # ledger rows of the best genotype's runs
     self.interrupt_time: Optional[float] = None
     self.watchdog: Optional[threading.Timer] = None
     logging.info('data: %s, bytes %s', self.corpus.description, self.corpus.byte_counts())
@@ -159,8 +163,11 @@ class Search:
   def _save(self, rows: list[dict]) -> None:
     """Checkpoint (with this step's rows), then the ledger."""
     arrays, agent_meta = self.agent.state_dict()
+    reference = None if self.reference is None else {
+        'features': self.reference.features.tolist(), 'bpb': self.reference.bpb}
     meta = {'state': self.state.to_json(), 'agent_kind': self.agent.kind,
-            'agent': agent_meta, 'fingerprint': self.fingerprint, 'pending_rows': rows}
+            'agent': agent_meta, 'fingerprint': self.fingerprint, 'pending_rows': rows,
+            'calibration': self.calibration.to_dict(), 'reference': reference}
     fault_point('mid-checkpoint')
     self.checkpointer.save(self.state.trials, {'agent': arrays}, meta)
     fault_point('after-checkpoint')
@@ -182,7 +189,15 @@ class Search:
           f'{self.agent.kind!r}; use another workdir')
     self.state = SearchState.from_json(meta['state'])
     self.agent.load_state_dict(arrays['agent'], meta['agent'])
+    self.calibration = evaluator.Calibration.from_dict(meta['calibration'],
+                                                       self.evaluator_config)
+    if meta['reference'] is not None:
+      self.reference = evaluator.Reference(
+          np.asarray(meta['reference']['features'], np.float64), meta['reference']['bpb'])
     self._reconcile_ledger(checkpoint_rows=meta['pending_rows'])
+    best_id = genotype_lib.genotype_id(self.state.best_genotype)
+    self.best_rows = [r for r in self.ledger.read_records()
+                      if r['commit'] == best_id and r['status'] == 'keep']
     logging.info('resumed from checkpoint %d: %d trials, best val_bpb %.6f', step,
                  self.state.trials, self.state.best_bpb)
 
@@ -241,23 +256,26 @@ class Search:
       self.watchdog.daemon = True
       self.watchdog.start()
 
-  def _watch(self, reading: trial.LossReading) -> Optional[trial.Stop]:
+  def _watch(self, reading: trial.LossReading,
+             evaluator_watch: Optional[evaluator.Evaluator] = None) -> Optional[trial.Stop]:
     if reading.step == 1:
       fault_point('train')
     if reading.progress >= 1.0:
       fault_point('mid-eval')  # the last readings: evaluation is next
     if self.interrupt_time is not None:
       return trial.Stop('interrupted by a signal', status='interrupted')
-    return None
+    return None if evaluator_watch is None else evaluator_watch(reading)
 
   # --- one trial ---------------------------------------------------------------------
 
-  def _train(self, genotype: dict, seed: int) -> trial.TrialResult:
+  def _train(self, genotype: dict, seed: int,
+             evaluator_watch: Optional[evaluator.Evaluator] = None) -> trial.TrialResult:
     if self.interrupt_time is not None:
       raise Interrupted
     cfg = dataclasses.replace(self.trial_config, seed=seed)
     fault_point('mid-compile')
-    result = trial.run(genotype, self.corpus, cfg, watch=self._watch)
+    result = trial.run(genotype, self.corpus, cfg,
+                       watch=lambda reading: self._watch(reading, evaluator_watch))
     if self.interrupt_time is not None or result.status == 'interrupted':
       raise Interrupted
     return result
@@ -295,6 +313,10 @@ class Search:
       s.sigma = max(spread, search.min_sigma)
       row = self._row(result, 'keep', f'baseline (noise run {k + 1}/{search.noise_repeats})',
                       agent='baseline', best_bpb=s.best_bpb, sigma=s.sigma)
+      self.calibration.update(row, budget_seconds=self.trial_config.budget_seconds)
+      self.best_rows.append(row)
+      self.reference = self.calibration.reference(self.best_rows, s.best_bpb,
+                                                  self.trial_config.budget_seconds)
       self._save([row])
       self._log(row)
     logging.info('baseline val_bpb %.6f, sigma %.6f (from %d runs, floor %.6f)',
@@ -314,7 +336,15 @@ class Search:
     best_before, parent = s.best_bpb, s.best_genotype
     genotype = genotype_lib.apply_edit(parent, proposal.gene, proposal.value)
     description = genotype_lib.describe_edit(parent, proposal.gene, proposal.value)
-    results = [self._train(genotype, self.trial_config.seed)]
+    budget = self.trial_config.budget_seconds
+    watch = None
+    if self.evaluator_config.enabled:
+      # Built before the trial, so its one-off set-up stays off the trial's clock.
+      watch = evaluator.Evaluator(self.evaluator_config, self.calibration, best_before,
+                                  keep_margin_bpb=0.0, budget_seconds=budget,
+                                  reference=self.reference)
+    reference_before = self.reference
+    results = [self._train(genotype, self.trial_config.seed, watch)]
     first = results[0]
     if first.status == 'ok':
       verdict, bpb = decide(best_before - first.val_bpb, s.sigma, search.keep_sigmas), first.val_bpb
@@ -351,9 +381,17 @@ class Search:
     rows = []
     for i, result in enumerate(results):
       note = description if i == 0 else f'{description} (re-run, mean {bpb:.6f})'
+      predictions = [list(p) for p in watch.predictions] if watch is not None and i == 0 else []
       rows.append(self._row(result, status, note, reward=r, log_prob=proposal.log_prob,
                             critic=proposal.critic, edit=[proposal.gene, proposal.value],
-                            best_bpb=s.best_bpb, agent_metrics=metrics))
+                            best_bpb=s.best_bpb, agent_metrics=metrics,
+                            progress_at_stop=min(1.0, result.train_seconds / budget),
+                            predictions=predictions))
+      if result.status == 'ok':
+        self.calibration.update(rows[-1], reference_before, budget)
+    if became_best:
+      self.best_rows = rows
+      self.reference = self.calibration.reference(rows, s.best_bpb, budget)
     self._save(rows)
     for row in rows:
       self._log(row)

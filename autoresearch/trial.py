@@ -90,7 +90,7 @@ class TrialResult:
   device_kind: str = ''
   data_fingerprint: str = ''
   val_bytes_scored: int = 0
-  eval_split: str = 'val'
+  test_bpb: Optional[float] = None  # only when asked for (score_test=True)
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -172,16 +172,17 @@ def _eval_batches(split: np.ndarray, num_bytes: int, seq_len: int, batch_tokens:
 
 
 def run(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig,
-        watch: Optional[Watcher] = None, eval_split: str = 'val') -> TrialResult:
-  """Compile, train for `cfg.budget_seconds`, score; never raises for a bad genotype."""
+        watch: Optional[Watcher] = None, score_test: bool = False) -> TrialResult:
+  """Compile, train for `cfg.budget_seconds`, score val_bpb (and, with `score_test`,
+  the same number of bytes of the test split); never raises for a bad genotype."""
   start = time.perf_counter()
   gid = genotype_lib.genotype_id(genotype) if _in_space(genotype) else 'invalid'
   result = TrialResult(genotype_id=gid, genotype=dict(genotype), status='crash',
                        device_kind=hardware.device_kind(),
-                       data_fingerprint=corpus.fingerprint, eval_split=eval_split)
+                       data_fingerprint=corpus.fingerprint)
   try:
     genotype_lib.check(genotype, cfg.max_params)
-    _train_and_score(genotype_lib.make(genotype), corpus, cfg, watch, eval_split, result)
+    _train_and_score(genotype_lib.make(genotype), corpus, cfg, watch, score_test, result)
   except genotype_lib.InvalidGenotype as e:
     result.status, result.reason = 'crash', f'invalid genotype: {e}'
   except Exception as e:  # A bad genotype must never stop the search.
@@ -200,7 +201,7 @@ def _in_space(genotype) -> bool:
     return False
 
 
-def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, eval_split, result):
+def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, score_test, result):
   model_cfg = genotype_lib.model_config(genotype, cfg.compute_dtype)
   optim_cfg = genotype_lib.optim_config(genotype)
   batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
@@ -220,11 +221,11 @@ def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, eval_split, resu
   progress_spec = jax.ShapeDtypeStruct((), jnp.float32)
   train_step = make_train_step(graphdef, tx, optim_cfg, batch_size // micro).lower(
       params, opt_state, batch_spec, progress_spec).compile()
-  split = corpus.val if eval_split == 'val' else corpus.test
-  eval_inputs, eval_targets, eval_mask = _eval_batches(
-      split, cfg.val_bytes, seq_len, cfg.eval_batch_tokens)
-  eval_step = make_eval_step(graphdef).lower(
-      params, eval_inputs[0], eval_targets[0], eval_mask[0]).compile()
+  eval_sets = {'val': _eval_batches(corpus.val, cfg.val_bytes, seq_len, cfg.eval_batch_tokens)}
+  if score_test:
+    eval_sets['test'] = _eval_batches(corpus.test, cfg.val_bytes, seq_len, cfg.eval_batch_tokens)
+  inputs, targets, mask = eval_sets['val']
+  eval_step = make_eval_step(graphdef).lower(params, inputs[0], targets[0], mask[0]).compile()
   result.compile_seconds = time.perf_counter() - compile_start
   result.params = sum(x.size for x in jax.tree_util.tree_leaves(params))
 
@@ -241,12 +242,14 @@ def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, eval_split, resu
     return
 
   eval_start = time.perf_counter()
-  total_nats = 0.0
-  for i in range(len(eval_inputs)):
-    total_nats += float(eval_step(params, eval_inputs[i], eval_targets[i], eval_mask[i]))
+  scores = {}
+  for name, (inputs, targets, mask) in eval_sets.items():
+    total_nats = sum(float(eval_step(params, inputs[i], targets[i], mask[i]))
+                     for i in range(len(inputs)))
+    scores[name] = bits_per_byte(total_nats, int(mask.sum()))
   result.eval_seconds = time.perf_counter() - eval_start
-  result.val_bytes_scored = int(eval_mask.sum())
-  result.val_bpb = bits_per_byte(total_nats, result.val_bytes_scored)
+  result.val_bytes_scored = int(eval_sets['val'][2].sum())
+  result.val_bpb, result.test_bpb = scores['val'], scores.get('test')
   if not math.isfinite(result.val_bpb):
     result.status, result.reason = 'crash', f'val_bpb is {result.val_bpb}'
     return

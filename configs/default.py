@@ -102,6 +102,23 @@ def get_config() -> ml_collections.ConfigDict:
       )),
   ))
 
+  config.evaluator = ml_collections.ConfigDict(dict(
+      enabled=True,            # stop hopeless trials early from their live loss curve
+      min_progress=0.2,        # fraction of the budget before any predicted-bpb stop
+      check_every=0.05,        # fraction of the budget between curve fits
+      delta=0.05,              # stop when P(final beats the best) < delta ...
+      confirm=2,               # ... at this many consecutive checks
+      smoothing=0.01,          # loss EMA half-life (fraction of the budget), for divergence
+      fit_start=0.25,          # the fit at progress p uses readings from fit_start*p to p
+      divergence_factor=1.5,   # smoothed loss above this x its running minimum: stop at once
+      stall_seconds=30.0,      # seconds without a finished step: stop (0 = off)
+      min_history=8,           # completed trials before the calibrated std is trusted
+      prior_std=0.5,           # bits/byte; prediction std before min_history trials
+      min_std=0.003,           # bits/byte; floor of a calibrated prediction's std
+      ridge=0.01,              # bits^2; ridge penalty of the calibration
+      max_history=256,         # most recent completed trials the calibration keeps
+  ))
+
   config.checkpoint = ml_collections.ConfigDict(dict(
       keep=3,                  # checkpoints kept (the newest; older ones are deleted)
       grace_seconds=30.0,      # seconds from SIGTERM/SIGINT to exit

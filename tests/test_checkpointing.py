@@ -45,7 +45,7 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
     checkpointing.Checkpointer(str(blocker / 'checkpoints'))
 
 
-def _fake_run(genotype, corpus, cfg, watch=None, eval_split='val'):
+def _fake_run(genotype, corpus, cfg, watch=None, score_test=False):
   """Deterministic stand-in for trial.run: val_bpb a fixed function of the genotype."""
   gid = genotype_lib.genotype_id(genotype)
   bpb = 2.0 + int(gid[:6], 16) / 16**6 * 0.05 + 1e-4 * cfg.seed % 3
@@ -75,11 +75,11 @@ def _run_until_signal(config, workdir, monkeypatch, signal_at_call):
   """search.run with the stand-in runner, sending SIGTERM during its n-th trial."""
   calls = {'n': 0}
 
-  def run_then_signal(genotype, corpus, cfg, watch=None, eval_split='val'):
+  def run_then_signal(genotype, corpus, cfg, watch=None, score_test=False):
     calls['n'] += 1
     if calls['n'] == signal_at_call:
       os.kill(os.getpid(), signal.SIGTERM)
-    return _fake_run(genotype, corpus, cfg, watch, eval_split)
+    return _fake_run(genotype, corpus, cfg, watch, score_test)
 
   monkeypatch.setattr(trial, 'run', run_then_signal)
   try:

@@ -46,7 +46,7 @@ def calibrated():
 
 def _watch(calibration, best_bpb, **overrides):
   cfg = dataclasses.replace(calibration.cfg, **overrides)
-  calibration = dataclasses.replace(calibration, cfg=cfg)
+  calibration = dataclasses.replace(calibration, cfg=cfg, _models={})
   return evaluator.Evaluator(cfg, calibration, best_bpb, keep_margin_bpb=0.004,
                              budget_seconds=BUDGET)
 
@@ -141,6 +141,10 @@ def test_calibration_keeps_only_the_newest_max_history_trials():
 
 
 def test_calibration_state_round_trips_through_json_and_arrays(calibrated):
+  rng = np.random.default_rng(12)
+  calibrated = dataclasses.replace(calibrated, _models={})   # add() makes new arrays
+  reference = calibrated.reference([_random_record(rng)], 2.5)
+  calibrated.update(_random_record(rng), reference)
   state = calibrated.to_dict()
   state['features'][0][0] = [None, None]   # a checkpoint the curve never reached
   for restored_state in (json.loads(json.dumps(state)),
@@ -148,9 +152,15 @@ def test_calibration_state_round_trips_through_json_and_arrays(calibrated):
                           for k, v in state.items()}):
     restored = evaluator.Calibration.from_dict(restored_state, calibrated.cfg)
     np.testing.assert_array_equal(restored.checkpoints, calibrated.checkpoints)
-    np.testing.assert_array_equal(restored.features[1:], calibrated.features[1:])
+    np.testing.assert_allclose(restored.features[1:], calibrated.features[1:], atol=1e-6)
     assert np.isnan(restored.features[0, 0]).all()
     np.testing.assert_array_equal(restored.targets, calibrated.targets)
+    np.testing.assert_allclose(restored.ref_features, calibrated.ref_features, atol=1e-6)
+    np.testing.assert_array_equal(restored.ref_targets, calibrated.ref_targets)
+    assert np.isfinite(restored.ref_features[-1]).all() and restored.ref_targets[-1] == 2.5
+    features = calibrated.features[-1, 6]
+    assert restored.predict(features, 0.35, reference) == pytest.approx(
+        calibrated.predict(features, 0.35, reference), abs=1e-5)
     assert restored.fit_start == calibrated.fit_start
     assert restored.to_dict() == json.loads(json.dumps(state))
 
@@ -227,6 +237,61 @@ def test_a_disabled_evaluator_never_stops(calibrated):
   curve[300][2] = math.nan
   assert evaluator.replay(watch, curve, BUDGET)[0] is None
   assert watch.check_stall(1e9) is None
+
+
+def _lineage_record(a, b, c, gap, rng):
+  """A completed trial whose val_bpb carries a quirk `gap` that its lineage shares."""
+  record = _record(a, b, c, rng)
+  record['val_bpb'] += gap
+  return record
+
+
+def test_paired_predictions_cancel_what_a_child_shares_with_the_best():
+  rng = np.random.default_rng(10)
+  calibration = evaluator.Calibration.create(evaluator.EvaluatorConfig())
+  parent = _lineage_record(0.5, 0.5, 1.6, 0.0, rng)
+  reference = calibration.reference([parent], parent['val_bpb'])
+  for _ in range(20):   # the history: children of a parent without the quirk
+    child = _lineage_record(0.5 * math.exp(rng.normal(0, 0.1)), 0.5 + rng.normal(0, 0.03),
+                            1.6 + rng.uniform(-0.1, 0.3), 0.0, rng)
+    assert calibration.update(child, reference)
+  # A new best, out of the history's range, whose lineage is 0.15 bits better on val.
+  best = _lineage_record(0.5, 0.5, 1.3, -0.15, rng)
+  best_reference = calibration.reference([best], best['val_bpb'])
+  better = _lineage_record(0.5, 0.5, 1.27, -0.15, rng)
+  assert better['val_bpb'] < best['val_bpb']
+  paired = evaluator.Evaluator(calibration.cfg, calibration, best['val_bpb'], 0.004, BUDGET,
+                               reference=best_reference)
+  absolute = evaluator.Evaluator(calibration.cfg, calibration, best['val_bpb'], 0.004, BUDGET)
+  assert evaluator.replay(paired, better['loss_curve'], BUDGET)[0] is None
+  late = [p for p in paired.predictions if p.progress >= 0.5]
+  error = np.mean([p.mean_bpb for p in late]) - better['val_bpb']
+  assert abs(error) < 3 * np.mean([p.std_bpb for p in late])   # one draw: within 3 std
+  # The absolute map, blind to the quirk, kills this better trial.
+  stop, _ = evaluator.replay(absolute, better['loss_curve'], BUDGET)
+  assert stop is not None and stop.predicted_bpb > best['val_bpb'] + 0.05
+
+
+def test_a_reference_averages_its_runs_and_needs_a_score():
+  rng = np.random.default_rng(11)
+  calibration = evaluator.Calibration.create(evaluator.EvaluatorConfig())
+  runs = [_record(0.5, 0.5, 1.5, rng) for _ in range(3)]
+  reference = calibration.reference(runs + [dict(runs[0], status='crash')], 2.0)
+  np.testing.assert_allclose(reference.features,
+                             np.mean([calibration.features_of(r) for r in runs], axis=0))
+  assert reference.bpb == 2.0
+  assert calibration.reference([dict(runs[0], status='crash')], 2.0) is None
+  assert calibration.reference(runs, math.inf) is None
+
+
+def test_a_dry_run_records_the_stop_it_would_have_made(calibrated):
+  watch = _watch(calibrated, _best_bpb())
+  watch.dry_run = True
+  stop, progress = evaluator.replay(watch, _curve(0.5, 0.5, 2.0, np.random.default_rng(5)),
+                                    BUDGET)
+  assert stop is None and progress == pytest.approx(1.0)
+  assert watch.would_stop is not None and watch.would_stop.predicted_bpb > _best_bpb()
+  assert watch.last_prediction.progress > 0.9   # it kept predicting to the end
 
 
 def test_stall_detection(calibrated):
