@@ -189,9 +189,10 @@ class Search:
           f'{self.agent.kind!r}; use another workdir')
     self.state = SearchState.from_json(meta['state'])
     self.agent.load_state_dict(arrays['agent'], meta['agent'])
-    self.calibration = evaluator.Calibration.from_dict(meta['calibration'],
-                                                       self.evaluator_config)
-    if meta['reference'] is not None:
+    if meta.get('calibration') is not None:
+      self.calibration = evaluator.Calibration.from_dict(meta['calibration'],
+                                                         self.evaluator_config)
+    if meta.get('reference') is not None:
       self.reference = evaluator.Reference(
           np.asarray(meta['reference']['features'], np.float64), meta['reference']['bpb'])
     self._reconcile_ledger(checkpoint_rows=meta['pending_rows'])

@@ -64,3 +64,61 @@ def test_the_optuna_pruners_get_rows(tmp_path, capsys):
   _check_last_lines(printed)
   for row in ('optuna median (defaults)', 'optuna SHA (defaults)'):
     assert any(line.startswith(row) for line in printed), row
+
+
+class _Stub:
+  """A method that stops every trial after `stop_seconds` (None: never) and logs calls."""
+
+  def __init__(self, stop_seconds=None):
+    self.stop_seconds, self.calls = stop_seconds, []
+
+  def start(self, search):
+    self.calls.append('start')
+
+  def watch(self, record, best_bpb):
+    self.calls.append(('watch', record['trial'], best_bpb))
+    return evaluator_replay.Outcome(self.stop_seconds)
+
+  def finish(self, record, outcome):
+    pass
+
+  def unwatched(self, record):
+    self.calls.append(('unwatched', record['trial']))
+
+  def new_best(self, records, bpb):
+    self.calls.append(('new_best', [r['trial'] for r in records], bpb))
+
+
+def _search():
+  def row(trial, bpb, agent='random', description='edit'):
+    return dict(trial=trial, agent=agent, description=description, status='discard',
+                val_bpb=bpb, total_seconds=10.0, train_seconds=6.0, eval_seconds=2.0)
+  baseline = [row(t + 1, bpb, 'baseline') for t, bpb in enumerate((3.0, 3.002, 2.998))]
+  records = baseline + [
+      row(4, 2.999),                                     # inside the noise band ...
+      row(5, 2.990, description='edit (re-run, mean 2.9945)'),   # ... its re-run keeps it
+      row(6, 2.980),                                     # a clear gain: kept
+      row(7, 2.979),                                     # inside the band, no re-run
+  ]
+  return evaluator_replay.RecordedSearch('x', records, 6.0, baseline, 3.0, 0.002)
+
+
+def test_the_replay_keeps_as_the_search_does_re_runs_included():
+  stub = _Stub()
+  metrics = evaluator_replay.replay_search(stub, _search(), keep_sigmas=2.0)
+  assert stub.calls == ['start', ('watch', 4, 3.0), ('unwatched', 5),
+                        ('new_best', [4, 5], pytest.approx(2.9945)),
+                        ('watch', 6, pytest.approx(2.9945)), ('new_best', [6], 2.98),
+                        ('watch', 7, 2.98)]
+  assert (metrics.searched, metrics.better, metrics.new_bests, metrics.aborted) == (3, 3, 2, 0)
+  assert metrics.seconds_with == metrics.seconds_without == 70.0
+  assert metrics.false_kill_rate == 0.0
+
+
+def test_a_stopped_trial_is_neither_re_run_nor_kept_and_costs_its_setup_and_stop():
+  metrics = evaluator_replay.replay_search(_Stub(stop_seconds=1.5), _search(), keep_sigmas=2.0)
+  assert (metrics.searched, metrics.better, metrics.killed_better) == (3, 3, 3)
+  assert metrics.new_bests == 0 and metrics.false_kill_rate == 1.0
+  # Baseline 3 x 10 s; each stopped trial: setup (10 - 6 - 2) + 1.5 s; the re-run never runs.
+  assert metrics.seconds_with == pytest.approx(30.0 + 3 * 3.5)
+  assert metrics.seconds_without == 70.0

@@ -154,17 +154,6 @@ def test_micro_batches_match_the_full_batch(tiny_setup):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_persistent_compilation_cache_is_written(corpus, tiny_setup, tmp_path):
-  genotype, cfg = tiny_setup
-  cache = tmp_path / 'jax_cache'
-  trial.enable_compilation_cache(str(cache))
-  try:
-    trial.run(genotype, corpus, dataclasses.replace(cfg, budget_seconds=0.0, seed=123))
-    assert any(cache.iterdir())
-  finally:
-    jax.config.update('jax_compilation_cache_dir', None)
-
-
 def test_main_runs_a_tiny_trial_end_to_end(tmp_path):
   workdir = tmp_path / 'work'
   proc = subprocess.run(
@@ -179,7 +168,8 @@ def test_main_runs_a_tiny_trial_end_to_end(tmp_path):
   assert lines['status'] == 'ok'
   assert 0 < float(lines['val_bpb']) < 8.0 and math.isfinite(float(lines['val_bpb']))
   assert float(lines['train_seconds']) >= 1.5 and int(lines['steps']) > 0
-  assert (workdir / 'trial.json').exists() and (workdir / 'jax_cache').is_dir()
+  assert (workdir / 'trial.json').exists()
+  assert any((workdir / 'jax_cache').iterdir())  # the persistent compilation cache is written
   assert 'step' in proc.stderr and 'tok/s' in proc.stderr  # progress while it trained
 
 
