@@ -1,6 +1,6 @@
 """autoresearch entry point.
 
-  python main.py --config=configs/default.py [--workdir=runs/default] [--mode=search|trial|report]
+  python main.py --config=configs/default.py [--workdir=runs/default] [--mode=search|trial|report|train]
 """
 
 import sys
@@ -10,18 +10,23 @@ from ml_collections import config_flags
 
 from autoresearch import checkpointing, data, genotype, modes, report, search
 
-MODES = {'search': search.run, 'trial': modes.run_trial, 'report': report.main}
+MODES = {'search': search.run, 'trial': modes.run_trial, 'report': report.main,
+         'train': modes.run_train}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/default.py', 'Configuration file.')
 flags.DEFINE_string('workdir', 'runs/default', 'Folder for results, caches and checkpoints.')
 flags.DEFINE_enum('mode', 'search', list(MODES), 'What to run.')
+flags.DEFINE_string('genotype', '', 'JSON genotype to train (--mode=train); same as '
+                    '--config.genotype_json.')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   modes.log_devices()
+  if FLAGS.genotype:
+    FLAGS.config.genotype_json = FLAGS.genotype
   try:
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
   except (data.DataError, genotype.InvalidGenotype, checkpointing.CheckpointError) as e:

@@ -101,3 +101,40 @@ def run_trial(config, workdir: str) -> trial.TrialResult:
   print_summary(result, corpus)
   return result
 
+
+
+def run_train(config, workdir: str) -> dict:
+  """Trains the genotype of `config.genotype_json` (e.g. a search's best_genotype.json)
+  and the baseline `config.genotype` under the same budget and seed, and prints both
+  on the val and the held-out test split: does the discovery hold?"""
+  if not config.genotype_json:
+    raise genotype_lib.InvalidGenotype('--mode=train needs --genotype=PATH (a JSON genotype)')
+  os.makedirs(workdir, exist_ok=True)
+  trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
+  corpus = load_corpus(config)
+  cfg = trial_config(config)
+  candidate = genotype_lib.from_config(config)
+  baseline = genotype_lib.make(dict(config.genotype))
+  logging.info('training %s vs the baseline for %.0f s each, seed %d',
+               genotype_lib.describe_diff(candidate, baseline), cfg.budget_seconds, cfg.seed)
+  results = {}
+  for name, genotype in (('candidate', candidate), ('baseline', baseline)):
+    progress = ProgressLine(cfg.budget_seconds, genotype['batch_size'] * genotype['seq_len'])
+    results[name] = trial.run(genotype, corpus, cfg, watch=progress, score_test=True)
+    progress.close()
+  with open(os.path.join(workdir, 'train.json'), 'w') as f:
+    json.dump({k: r.to_dict() for k, r in results.items()}, f)
+  fmt = lambda x: 'nan' if x is None else f'{x:.6f}'
+  lines = {'genotype': genotype_lib.describe_diff(candidate, baseline),
+           'budget_seconds': f'{cfg.budget_seconds:g}', 'seed': cfg.seed}
+  for name, r in results.items():
+    lines.update({f'{name}_status': r.status, f'{name}_val_bpb': fmt(r.val_bpb),
+                  f'{name}_test_bpb': fmt(r.test_bpb), f'{name}_steps': r.steps})
+  c, b = results['candidate'], results['baseline']
+  for split in ('val', 'test'):
+    cv, bv = getattr(c, f'{split}_bpb'), getattr(b, f'{split}_bpb')
+    lines[f'{split}_gain_bpb'] = fmt(None if cv is None or bv is None else bv - cv)
+  print('---')
+  for key, value in lines.items():
+    print(f'{key}: {value}')
+  return lines

@@ -243,6 +243,13 @@ class Search:
     self.agent.load_policy(restored[1]['agent'])
     logging.info('policy initialised from %s (checkpoint %d)', other_workdir, restored[0])
 
+  def _export_best(self) -> None:
+    """workdir/best_genotype.json: the best genotype, for --mode=train --genotype=..."""
+    path = os.path.join(self.workdir, 'best_genotype.json')
+    with open(path + '.tmp', 'w') as f:
+      json.dump(self.state.best_genotype, f, indent=1, sort_keys=True)
+    os.replace(path + '.tmp', path)
+
   # --- signals -----------------------------------------------------------------------
 
   def _on_signal(self, signum, frame):
@@ -320,6 +327,7 @@ class Search:
                                                   self.trial_config.budget_seconds)
       self._save([row])
       self._log(row)
+    self._export_best()
     logging.info('baseline val_bpb %.6f, sigma %.6f (from %d runs, floor %.6f)',
                  s.best_bpb, s.sigma, len(s.baseline_bpbs), search.min_sigma)
 
@@ -393,6 +401,7 @@ class Search:
     if became_best:
       self.best_rows = rows
       self.reference = self.calibration.reference(rows, s.best_bpb, budget)
+      self._export_best()
     self._save(rows)
     for row in rows:
       self._log(row)

@@ -1,5 +1,6 @@
 """The perpetual loop: keep rule, reward, and tiny searches end to end."""
 
+import json
 import math
 import os
 import subprocess
@@ -63,6 +64,8 @@ def test_tiny_search_writes_exactly_max_trials_rows(tmp_path, kind):
   assert [r['agent'] for r in rows[:2]] == ['baseline', 'baseline']
   assert all(r['status'] in ledger_lib.STATUSES for r in rows)
   assert state.sigma >= config.search.min_sigma
+  exported = json.loads((tmp_path / 'best_genotype.json').read_text())
+  assert exported == state.best_genotype
   kept = [r for r in records[2:] if r['status'] == 'keep']
   if kept:
     assert state.best_bpb <= min(r['val_bpb'] for r in kept) + 1e-12 or any(

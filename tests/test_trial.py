@@ -180,3 +180,23 @@ def test_main_reports_a_bad_data_path_clearly(tmp_path):
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0
   assert 'missing.txt' in proc.stderr
+
+
+def test_main_trains_a_genotype_against_the_baseline_on_val_and_test(tmp_path):
+  config = tiny.get_config()
+  candidate = dict(genotype_lib.from_config(config), n_layers=2)
+  path = tmp_path / 'best_genotype.json'
+  path.write_text(genotype_lib.to_json(candidate))
+  proc = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/tiny.py', f'--workdir={tmp_path / "w"}',
+       '--mode=train', f'--genotype={path}', '--config.trial.budget_seconds=1'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = dict(line.split(': ', 1) for line in proc.stdout.splitlines() if ': ' in line)
+  assert lines['genotype'] == 'n_layers 1->2'
+  for name in ('candidate', 'baseline'):
+    assert lines[f'{name}_status'] == 'ok'
+    for split in ('val', 'test'):
+      assert 0 < float(lines[f'{name}_{split}_bpb']) < 8.0
+  assert float(lines['test_gain_bpb']) == pytest.approx(
+      float(lines['baseline_test_bpb']) - float(lines['candidate_test_bpb']), abs=2e-6)
