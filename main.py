@@ -5,7 +5,7 @@
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from autoresearch import checkpointing, data, genotype, modes, report, search
@@ -17,6 +17,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/default.py', 'Configuration file.')
 flags.DEFINE_string('workdir', 'runs/default', 'Folder for results, caches and checkpoints.')
 flags.DEFINE_enum('mode', 'search', list(MODES), 'What to run.')
+flags.DEFINE_bool('quiet', False, 'Only the one-line summary of each trial (and warnings).')
 flags.DEFINE_string('genotype', '', 'JSON genotype to train (--mode=train); same as '
                     '--config.genotype_json.')
 
@@ -24,9 +25,12 @@ flags.DEFINE_string('genotype', '', 'JSON genotype to train (--mode=train); same
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  modes.log_devices()
   if FLAGS.genotype:
     FLAGS.config.genotype_json = FLAGS.genotype
+  if FLAGS.quiet:
+    logging.set_verbosity(logging.WARNING)
+    FLAGS.config.search.progress_bar = False
+  modes.log_devices()
   try:
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
   except (data.DataError, genotype.InvalidGenotype, checkpointing.CheckpointError) as e:

@@ -54,7 +54,8 @@ class Checkpointer:
       raise CheckpointError(f'could not save checkpoint {step} in {self.directory}: {e}') from e
 
   def steps(self) -> list[int]:
-    return sorted(self.manager.all_steps(read=True))
+    self.manager.reload()  # steps written by an earlier process
+    return sorted(self.manager.all_steps())
 
   def restore(self, abstract_arrays: Any) -> Optional[tuple[int, Any, dict]]:
     """(step, arrays, meta) of the newest step that restores, or None without steps.

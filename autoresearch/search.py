@@ -281,9 +281,27 @@ class Search:
     if self.interrupt_time is not None:
       raise Interrupted
     cfg = dataclasses.replace(self.trial_config, seed=seed)
+    progress = None
+    if self.config.search.progress_bar:
+      prediction = None
+      if evaluator_watch is not None:
+        prediction = lambda: (None if evaluator_watch.last_prediction is None else
+                              evaluator_watch.last_prediction[1:3])
+      progress = modes.ProgressLine(cfg.budget_seconds, genotype['batch_size'] *
+                                    genotype['seq_len'], f'trial {self.state.trials + 1}',
+                                    prediction)
+
+    def watch(reading):
+      if progress is not None:
+        progress(reading)
+      return self._watch(reading, evaluator_watch)
+
     fault_point('mid-compile')
-    result = trial.run(genotype, self.corpus, cfg,
-                       watch=lambda reading: self._watch(reading, evaluator_watch))
+    try:
+      result = trial.run(genotype, self.corpus, cfg, watch=watch)
+    finally:
+      if progress is not None:
+        progress.close()
     if self.interrupt_time is not None or result.status == 'interrupted':
       raise Interrupted
     return result
@@ -297,9 +315,12 @@ class Search:
     return row
 
   def _log(self, row: dict) -> None:
+    """The trial's one summary line, on stdout (what --quiet keeps)."""
     bpb = f'{row["val_bpb"]:.6f}' if row['val_bpb'] is not None else '-'
-    logging.info('trial %d | %s | %s | val_bpb %s | %s | best %.6f', row['trial'], row['agent'],
-                 row['description'], bpb, row['status'], row['best_bpb'])
+    if row['status'] == 'aborted' and row.get('predicted_bpb') is not None:
+      bpb = f'~{row["predicted_bpb"]:.6f} (predicted)'
+    print(f'trial {row["trial"]} | {row["agent"]} | {row["description"]} | val_bpb {bpb} | '
+          f'{row["status"]} | best {row["best_bpb"]:.6f}', flush=True)
 
   def _room(self, rows: int) -> bool:
     max_trials = self.config.search.max_trials

@@ -79,6 +79,7 @@ def get_config() -> ml_collections.ConfigDict:
       min_sigma=0.002,         # bits/byte; floor of the measured sigma
       reward_clip=5.0,         # reward in sigma units is clipped to +-this; crashes get -this
       seed=0,                  # agent seed
+      progress_bar=True,       # live progress of each trial (a bar on a terminal, else logs)
   ))
 
   config.agent = ml_collections.ConfigDict(dict(

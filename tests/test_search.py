@@ -80,8 +80,11 @@ def test_main_defaults_to_the_search(tmp_path):
   proc = subprocess.run(
       [sys.executable, 'main.py', '--config=configs/tiny.py', f'--workdir={tmp_path}',
        '--config.search.max_trials=3', '--config.search.noise_repeats=2',
-       '--config.trial.budget_seconds=1', '--config.agent.kind=random'],
+       '--config.trial.budget_seconds=1', '--config.agent.kind=random', '--quiet'],
       cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert len(ledger_lib.read_tsv(str(tmp_path / 'results.tsv'))) == 3
-  assert 'trial 3 | random |' in proc.stderr
+  assert [line.split(' |')[0] for line in proc.stdout.splitlines()] == [
+      'trial 1', 'trial 2', 'trial 3']  # --quiet: the summary lines only
+  assert 'step' not in proc.stderr  # no progress lines
+  assert 'trial 3 | random |' in proc.stdout
