@@ -99,9 +99,6 @@ class RandomAgent:
   def load_state_dict(self, arrays, meta: dict) -> None:
     self.rng.bit_generator.state = meta['rng']
 
-  def load_policy(self, arrays) -> None:
-    raise ValueError('agent.init_from needs a learning agent; the random agent has no policy')
-
 
 class PPOAgent:
   """An actor-critic over edits, updated by PPO every `update_every` trials on the

@@ -44,7 +44,7 @@ class ProgressLine:
     self.bar = None
     if stream.isatty():
       self.bar = tqdm.tqdm(total=round(budget_seconds, 1), desc=label, unit='s', file=stream,
-                           leave=False, bar_format='{desc} {bar} {n:.0f}/{total:.0f} s {postfix}')
+                           leave=False, bar_format='{desc} {bar} {n:.0f}/{total:.0f} s{postfix}')
     self.last_logged = -float('inf')
 
   def __call__(self, reading: trial.LossReading):

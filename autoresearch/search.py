@@ -236,6 +236,9 @@ class Search:
       self.ledger.append(row)
 
   def _init_policy_from(self, other_workdir: str) -> None:
+    if not hasattr(self.agent, 'load_policy'):
+      raise ValueError(f'agent.init_from needs a learning agent; agent.kind='
+                       f'{self.agent.kind!r} has no policy')
     other = checkpointing.Checkpointer(os.path.join(other_workdir, 'checkpoints'))
     restored = other.restore({'agent': self.agent.state_dict()[0]})
     if restored is None:

@@ -188,3 +188,24 @@ def test_sigterm_exits_zero_within_the_grace_period_and_resumes(tmp_path):
   assert done.returncode == 0, done.stderr[-2000:]
   assert [r['trial'] for r in ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl'))] \
       == [1, 2, 3]
+
+
+def test_a_new_search_can_start_from_an_earlier_search_policy(tmp_path, monkeypatch):
+  monkeypatch.setattr(trial, 'run', _fake_run)
+  first = str(tmp_path / 'first')
+  search.run(_config(10), first)  # two PPO updates: the policy moved from its init
+  learned = checkpointing.Checkpointer(os.path.join(first, 'checkpoints'))
+  _, arrays, _ = learned.restore(
+      {'agent': search.Search(_config(10), str(tmp_path / 'probe')).agent.state_dict()[0]})
+
+  config = _config(10)
+  config.agent.init_from = first
+  started = search.Search(config, str(tmp_path / 'second')).agent.state_dict()[0]['params']
+  fresh = search.Search(_config(10), str(tmp_path / 'third')).agent.state_dict()[0]['params']
+  same = jax.tree_util.tree_map(np.array_equal, started, arrays['agent']['params'])
+  assert all(jax.tree_util.tree_leaves(same))
+  differs = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b), started, fresh)
+  assert any(jax.tree_util.tree_leaves(differs))
+  config.agent.kind = 'random'
+  with pytest.raises(ValueError, match='needs a learning agent'):
+    search.Search(config, str(tmp_path / 'fourth'))
