@@ -1,0 +1,486 @@
+"""Replays the self-evaluator on recorded trials, as if online, against Optuna's pruners.
+
+    python benchmarks/evaluator_replay.py PATH/trials.jsonl [MORE.jsonl ...]
+        [--budget_seconds=S] [--margin_sigmas=M] [--no-optuna] [--no-sweep]
+
+Each file is one search (a ledger recorded with the evaluator off), replayed trial by
+trial in its order. Several files are separate searches, replayed one after the other:
+each starts with its own best, sigma and an empty calibration, as a new search would
+(the calibration is part of a search's state); the metrics are pooled over all files.
+
+The replayed search, per file:
+* **Baseline.** The rows with agent 'baseline' (the noise runs) are never watched. The
+  best starts as the mean of their val_bpb, sigma is their std (ddof 1, at least
+  `min_sigma`); as in search.py they are the first calibration rows (unpaired) and the
+  Reference is the mean of their features, with their mean val_bpb.
+* **Searched trials.** The evaluator (a fresh `Evaluator` per trial, with the search's
+  Calibration, the best before the trial, a margin of `--margin_sigmas`·sigma (search.py
+  gives 0) and the Reference of the current best) gets the recorded curve through
+  `evaluator.replay`. A trial it stops does not feed the calibration, is not re-run and
+  cannot become the best, exactly as online. One that ran to completion with a finite
+  val_bpb is added with `Calibration.update`, paired with the Reference it was watched
+  against, and the search's keep rule decides: a gain over keep_sigmas·sigma keeps it;
+  a gain inside the noise band uses the recorded re-run row ('... (re-run, mean X)'),
+  which is never watched (nor is it online) and joins the calibration, and the two-run
+  mean keeps it when it beats the best by keep_sigmas·sigma/sqrt(2). A gain in the band
+  without a recorded re-run (the recorded search had another best) is a discard, and a
+  recorded re-run whose first run the replay stops or does not put in the band never
+  runs. A new best's Reference is built from its run(s) and its (mean) val_bpb.
+  `check_stall` is not replayed (nor by evaluator.replay): it needs a live clock.
+
+Costs: a trial that runs to the end costs its recorded total_seconds; a stopped one
+costs everything but the training time it did not spend and its eval (total - train -
+eval + the training seconds at the stop): compile plus the trial's setup, which it pays
+too. The time spent in the method itself (fits, calibration, Optuna's bookkeeping),
+measured here on the host, is added serially; online the fits overlap the device's
+steps, so this is an upper bound.
+
+Metrics (each method has its own best trajectory, since a stopped trial never becomes
+the best):
+* speedup: total wall seconds without the method / with it (trials per hour x).
+* false-kill rate: stopped trials whose recorded val_bpb was below the best at that time
+  / all trials whose recorded val_bpb was below the best at that time (0/0 is 0).
+* aborted %: stopped trials / searched trials (first runs: not baseline, not re-runs).
+* MAE@25% and @50%: |predicted - recorded val_bpb| of the evaluator's prediction at the
+  25% and 50% checkpoints, over the searched trials where it made one (stopped too).
+
+Optuna's MedianPruner and SuccessiveHalvingPruner see, at the evaluator's checkpoints
+(step k = k·check_every of the budget), the mean of the recorded training loss over the
+last half checkpoint interval, through `trial.report` / `should_prune`; a completed trial
+is told its recorded val_bpb, a crashed one FAIL. Baseline rows and re-runs are told
+with their reports but never asked should_prune (so they are in the median's history,
+not in successive halving's rungs). Rows: Optuna's defaults, and a setting for a
+~100-trial search: warm-up to the evaluator's min_progress (20% of the budget) and, for
+the median, 10 completed trials first.
+
+Prints the trials, budget and sources, the table, then `speedup: X` and
+`false_kill_rate: Y` (the evaluator at its default EvaluatorConfig) as the last lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+import time
+from typing import Callable, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from autoresearch import evaluator, ledger  # noqa: E402
+from configs import default  # noqa: E402
+
+SWEEP_DELTAS = (0.01, 0.05, 0.1)   # P(beats the best) thresholds of the sweep rows
+SWEEP_CONFIRMS = (1, 2)            # consecutive hopeless checks of the sweep rows
+PREDICTION_POINTS = (0.25, 0.5)    # fractions of the budget where the MAE is measured
+
+
+# --- the recorded searches --------------------------------------------------------------
+
+def completed(record: dict) -> bool:
+  """Whether the trial ran to the end and was scored (a finite val_bpb)."""
+  bpb = record.get('val_bpb')
+  return (record.get('status') in ('ok', 'keep', 'discard') and isinstance(bpb, (int, float))
+          and math.isfinite(bpb))
+
+
+def infer_budget(records: list[dict]) -> float:
+  """The training budget (seconds) the records were trained with.
+
+  A trial dispatches its last step while under the budget, so the third-to-last reading
+  is under it and the last one past it: the budget lies in (max of the third-to-last,
+  min of the last] over completed trials. A whole number in there is what a config
+  sets; otherwise the upper end."""
+  for record in records:
+    if record.get('budget_seconds'):
+      return float(record['budget_seconds'])
+  curves = [r['loss_curve'] for r in records if completed(r) and len(r.get('loss_curve') or
+                                                                       ()) >= 3]
+  if not curves:
+    raise ValueError('no completed trial with a loss curve: pass --budget_seconds')
+  low = max(float(c[-3][0]) for c in curves)
+  high = min(float(c[-1][0]) for c in curves)
+  whole = float(math.floor(high))
+  return whole if whole > low else high
+
+
+@dataclasses.dataclass
+class RecordedSearch:
+  """One trials.jsonl: its rows, budget, baseline and noise."""
+  path: str
+  records: list
+  budget_seconds: float
+  baseline: list        # the baseline rows that completed
+  baseline_bpb: float   # their mean (inf without any)
+  sigma: float          # bits/byte
+
+  @classmethod
+  def load(cls, path: str, budget_seconds: float, min_sigma: float) -> 'RecordedSearch':
+    records = ledger.read_records(path)   # skips a torn last line (a search still writing)
+    if not records:
+      raise ValueError(f'{path}: no complete trial rows')
+    budget = budget_seconds or infer_budget(records)
+    baseline = [r for r in records if r.get('agent') == 'baseline' and completed(r)]
+    bpbs = [r['val_bpb'] for r in baseline]
+    spread = float(np.std(bpbs, ddof=1)) if len(bpbs) > 1 else 0.0
+    return cls(path, records, budget, baseline,
+               float(np.mean(bpbs)) if bpbs else math.inf, max(spread, min_sigma))
+
+
+def stop_cost(record: dict, stop_seconds: float) -> float:
+  """Wall seconds of a trial stopped after `stop_seconds` of training (see the docstring)."""
+  total = float(record.get('total_seconds') or 0.0)
+  setup = total - float(record.get('train_seconds') or 0.0) - float(
+      record.get('eval_seconds') or 0.0)
+  return min(max(setup, 0.0) + stop_seconds, total) if total else stop_seconds
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Metrics:
+  """What one method did on one or more searches (sums, so files pool by addition)."""
+  seconds_without: float = 0.0
+  seconds_with: float = 0.0     # the trials' own seconds with the method
+  method_seconds: float = 0.0   # measured time in the method's own code
+  searched: int = 0
+  aborted: int = 0
+  better: int = 0               # trials whose recorded val_bpb beat the best at the time
+  killed_better: int = 0
+  new_bests: int = 0
+  errors: dict = dataclasses.field(
+      default_factory=lambda: {p: [] for p in PREDICTION_POINTS})
+
+  def __add__(self, other: 'Metrics') -> 'Metrics':
+    sums = {f.name: getattr(self, f.name) + getattr(other, f.name)
+            for f in dataclasses.fields(self) if f.name != 'errors'}
+    return Metrics(**sums, errors={p: self.errors[p] + other.errors[p] for p in self.errors})
+
+  @property
+  def speedup(self) -> float:
+    spent = self.seconds_with + self.method_seconds
+    return self.seconds_without / spent if spent else 1.0
+
+  @property
+  def false_kill_rate(self) -> float:
+    return self.killed_better / self.better if self.better else 0.0   # 0/0 counts as 0
+
+  @property
+  def aborted_fraction(self) -> float:
+    return self.aborted / self.searched if self.searched else 0.0
+
+  def mae(self, point: float) -> Optional[float]:
+    return float(np.mean(self.errors[point])) if self.errors[point] else None
+
+
+# --- the methods ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Outcome:
+  """What a method did with one watched trial."""
+  stop_seconds: Optional[float]                 # training seconds at the stop; None: ran on
+  predictions: dict = dataclasses.field(default_factory=dict)   # {point: predicted bpb}
+
+
+class EvaluatorMethod:
+  """The self-evaluator with one EvaluatorConfig, fed as the search feeds it."""
+
+  def __init__(self, cfg: evaluator.EvaluatorConfig, margin_sigmas: float):
+    self.cfg, self.margin_sigmas = cfg, margin_sigmas
+
+  def start(self, search: RecordedSearch) -> None:
+    self.budget, self.sigma = search.budget_seconds, search.sigma
+    self.calibration = evaluator.Calibration.create(self.cfg)
+    for record in search.baseline:   # as the search: no reference while they run
+      self.calibration.update(record, None, self.budget)
+    self.reference = self.calibration.reference(search.baseline, search.baseline_bpb,
+                                                self.budget)
+
+  def watch(self, record: dict, best_bpb: float) -> Outcome:
+    watch = evaluator.Evaluator(self.cfg, self.calibration, best_bpb,
+                                self.margin_sigmas * self.sigma, self.budget,
+                                reference=self.reference)
+    stop, progress = evaluator.replay(watch, record.get('loss_curve') or [], self.budget)
+    predictions = {}
+    for point in PREDICTION_POINTS:
+      # The prediction made at that checkpoint: the first at or past it, within a step.
+      made = [p for p in watch.predictions
+              if point - 1e-9 <= p.progress < point + self.cfg.check_every]
+      if made:
+        predictions[point] = made[0].mean_bpb
+    return Outcome(progress * self.budget if stop is not None else None, predictions)
+
+  def finish(self, record: dict, outcome: Outcome) -> None:
+    if outcome.stop_seconds is None:   # a stopped trial teaches nothing, as online
+      self.calibration.update(record, self.reference, self.budget)
+
+  def unwatched(self, record: dict) -> None:
+    self.calibration.update(record, self.reference, self.budget)
+
+  def new_best(self, records: list[dict], bpb: float) -> None:
+    self.reference = self.calibration.reference(records, bpb, self.budget)
+
+
+def checkpoint_losses(record: dict, budget: float, checkpoints: np.ndarray, window: float):
+  """[(training seconds when checkpoint k is reached, mean loss over the readings of
+  progress in (p_k - window, that reading])] for the checkpoints the curve reaches."""
+  curve = np.asarray(record.get('loss_curve') or [], np.float64).reshape(-1, 3)
+  progress = curve[:, 0] / budget
+  out = []
+  for p in checkpoints:
+    end = int(np.searchsorted(progress, p - 1e-9))   # the first reading at or past p
+    if end >= len(progress):
+      break
+    start = int(np.searchsorted(progress, p - window, side='right'))
+    out.append((float(curve[end, 0]), float(np.mean(curve[min(start, end):end + 1, 2]))))
+  return out
+
+
+class OptunaMethod:
+  """An Optuna pruner fed the recorded training loss at the evaluator's checkpoints."""
+
+  def __init__(self, make_pruner: Callable, check_every: float):
+    self.make_pruner, self.check_every = make_pruner, check_every
+
+  def start(self, search: RecordedSearch) -> None:
+    import optuna   # only the pruner rows need it
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    self.states, self.budget = optuna.trial.TrialState, search.budget_seconds
+    self.study = optuna.create_study(direction='minimize', pruner=self.make_pruner())
+    self.checkpoints = evaluator.Calibration.create(
+        evaluator.EvaluatorConfig(check_every=self.check_every)).checkpoints
+    for record in search.baseline:
+      self.unwatched(record)
+    self._trial = None
+
+  def _losses(self, record: dict):
+    return checkpoint_losses(record, self.budget, self.checkpoints, self.check_every / 2)
+
+  def watch(self, record: dict, best_bpb: float) -> Outcome:
+    self._trial = self.study.ask()
+    for k, (seconds, loss) in enumerate(self._losses(record), start=1):
+      self._trial.report(loss, k)
+      if self._trial.should_prune():
+        return Outcome(seconds)
+    return Outcome(None)
+
+  def _tell(self, trial, record: dict) -> None:
+    if completed(record):
+      self.study.tell(trial, record['val_bpb'])
+    else:
+      self.study.tell(trial, state=self.states.FAIL)   # a crash (or a recorded abort)
+
+  def finish(self, record: dict, outcome: Outcome) -> None:
+    if outcome.stop_seconds is not None:
+      self.study.tell(self._trial, state=self.states.PRUNED)
+    else:
+      self._tell(self._trial, record)
+
+  def unwatched(self, record: dict) -> None:
+    """A trial the pruner may not stop (baseline, re-run): its history, never pruned."""
+    trial = self.study.ask()
+    for k, (_, loss) in enumerate(self._losses(record), start=1):
+      trial.report(loss, k)
+    self._tell(trial, record)
+
+  def new_best(self, records: list[dict], bpb: float) -> None:
+    pass   # the study tracks its own best
+
+
+# --- the replay ----------------------------------------------------------------------------
+
+def is_rerun(record: dict) -> bool:
+  """The second run of a genotype inside the noise band (search.py writes it right after
+  the first, described '... (re-run, mean X)')."""
+  return '(re-run' in str(record.get('description', ''))
+
+
+def replay_search(method, search: RecordedSearch, keep_sigmas: float) -> Metrics:
+  """Runs `method` over one recorded search in order (see the module docstring)."""
+  metrics = Metrics()
+
+  def timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    metrics.method_seconds += time.perf_counter() - start
+    return out
+
+  def seconds(record):
+    return float(record.get('total_seconds') or 0.0)
+
+  timed(method.start, search)
+  best, sigma, records = search.baseline_bpb, search.sigma, search.records
+  i = 0
+  while i < len(records):
+    record, i = records[i], i + 1
+    metrics.seconds_without += seconds(record)
+    if record.get('agent') == 'baseline':
+      metrics.seconds_with += seconds(record)   # in the best and the calibration already
+      continue
+    rerun = records[i] if i < len(records) and is_rerun(records[i]) else None
+    if rerun is not None:
+      i += 1
+      metrics.seconds_without += seconds(rerun)
+
+    metrics.searched += 1
+    outcome = timed(method.watch, record, best)
+    timed(method.finish, record, outcome)
+    ran_on = outcome.stop_seconds is None
+    metrics.seconds_with += seconds(record) if ran_on else stop_cost(record,
+                                                                     outcome.stop_seconds)
+    beats_best = completed(record) and record['val_bpb'] < best
+    metrics.aborted += not ran_on
+    metrics.better += beats_best
+    metrics.killed_better += beats_best and not ran_on
+    if completed(record):
+      for point, predicted in outcome.predictions.items():
+        metrics.errors[point].append(abs(predicted - record['val_bpb']))
+    if not (ran_on and completed(record)):
+      continue   # a stopped trial is never re-run nor kept
+
+    # The search's keep rule: a clear gain keeps; one inside the noise band is re-run
+    # (when the recording has that re-run: else it is discarded, as without ledger room).
+    gain, kept = best - record['val_bpb'], None
+    if gain > keep_sigmas * sigma:
+      kept = [record], record['val_bpb']
+    elif gain > 0 and rerun is not None:
+      timed(method.unwatched, rerun)
+      metrics.seconds_with += seconds(rerun)
+      if completed(rerun):
+        mean = (record['val_bpb'] + rerun['val_bpb']) / 2
+        if best - mean > keep_sigmas * sigma / math.sqrt(2):
+          kept = [record, rerun], mean
+    if kept is not None:
+      best = kept[1]
+      metrics.new_bests += 1
+      timed(method.new_best, *kept)
+  return metrics
+
+
+def warm_up() -> None:
+  """Compiles the evaluator's fits outside the timed replay (once per process, as the
+  search does before its first trial's clock starts)."""
+  cfg = evaluator.EvaluatorConfig()
+  calibration = evaluator.Calibration.create(cfg)
+  seconds = np.linspace(0.5, 10.0, 40)
+  curve = [[float(s), i + 1, float(2.0 + s ** -0.5)] for i, s in enumerate(seconds)]
+  calibration.update(dict(status='ok', val_bpb=2.5, loss_curve=curve), None, 10.0)
+  evaluator.replay(evaluator.Evaluator(cfg, calibration, 2.0, 0.004, 10.0), curve, 10.0)
+
+
+def methods(margin_sigmas: float, with_optuna: bool, sweep: bool, notes: list):
+  """[(row label, method)]: the default evaluator first, then the sweep and Optuna."""
+  base = evaluator.EvaluatorConfig()
+  rows = [(f'evaluator default (delta={base.delta:g}, confirm={base.confirm})',
+           EvaluatorMethod(base, margin_sigmas))]
+  if sweep:
+    for delta in SWEEP_DELTAS:
+      for confirm in SWEEP_CONFIRMS:
+        if (delta, confirm) != (base.delta, base.confirm):
+          rows.append((f'evaluator delta={delta:g}, confirm={confirm}', EvaluatorMethod(
+              dataclasses.replace(base, delta=delta, confirm=confirm), margin_sigmas)))
+  if not with_optuna:
+    return rows
+  try:
+    import optuna
+  except ImportError:
+    notes.append('optuna is not installed: no pruner rows (pip install -r '
+                 'requirements-dev.txt)')
+    return rows
+  warmup = int(round(base.min_progress / base.check_every))   # steps before 20% of budget
+  pruners = optuna.pruners
+  rows += [
+      ('optuna median (defaults)', OptunaMethod(pruners.MedianPruner, base.check_every)),
+      (f'optuna median (startup 10, warmup {warmup})', OptunaMethod(
+          lambda: pruners.MedianPruner(n_startup_trials=10, n_warmup_steps=warmup),
+          base.check_every)),
+      ('optuna SHA (defaults)', OptunaMethod(pruners.SuccessiveHalvingPruner, base.check_every)),
+      (f'optuna SHA (min_resource {warmup})', OptunaMethod(
+          lambda: pruners.SuccessiveHalvingPruner(min_resource=warmup), base.check_every)),
+  ]
+  return rows
+
+
+def _format(value: Optional[float], spec: str) -> str:
+  return '-' if value is None else format(value, spec)
+
+
+def table(rows: list[tuple[str, Metrics]]) -> list[str]:
+  """The results table, one line per method."""
+  width = max(len(label) for label, _ in rows)
+  header = (f'{"agent/pruner":<{width}}  speedup  false-kill (n/better)  aborted %  '
+            f'MAE@25%  MAE@50%  new bests  method s')
+  lines = [header, '-' * len(header)]
+  for label, m in rows:
+    kills = f'{m.false_kill_rate:.3f} ({m.killed_better}/{m.better})'
+    lines.append(f'{label:<{width}}  {m.speedup:7.3f}  {kills:>21}  '
+                 f'{100 * m.aborted_fraction:9.1f}  {_format(m.mae(0.25), "7.4f"):>7}  '
+                 f'{_format(m.mae(0.5), "7.4f"):>7}  {m.new_bests:9d}  {m.method_seconds:8.1f}')
+  return lines
+
+
+def main(argv: Optional[list] = None) -> list[str]:
+  """Runs the benchmark on the files in argv; prints and returns the report lines."""
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('paths', nargs='+', help='trials.jsonl files, one per search')
+  parser.add_argument('--budget_seconds', type=float, default=0.0,
+                      help='training budget of the trials; 0: inferred from the curves')
+  parser.add_argument('--margin_sigmas', type=float, default=0.0,
+                      help='keep margin given to the evaluator, in sigma (the search gives 0: '
+                      'any trial below the best may be kept after its re-run)')
+  parser.add_argument('--no-optuna', dest='optuna', action='store_false',
+                      help='skip the Optuna pruner rows')
+  parser.add_argument('--no-sweep', dest='sweep', action='store_false',
+                      help='skip the delta x confirm sweep rows')
+  args = parser.parse_args(argv)
+  search_cfg = default.get_config().search
+  keep_sigmas = float(search_cfg.keep_sigmas)
+  searches = [RecordedSearch.load(p, args.budget_seconds, search_cfg.min_sigma)
+              for p in args.paths]
+
+  lines = []
+
+  def emit(line: str) -> None:
+    lines.append(line)
+    print(line, flush=True)
+
+  for s in searches:
+    emit(f'source: {s.path}: {len(s.records)} trials ({len(s.baseline)} baseline), budget '
+         f'{s.budget_seconds:g} s, baseline val_bpb {s.baseline_bpb:.6f}, sigma {s.sigma:.6f}')
+  rows_total = sum(len(s.records) for s in searches)
+  reruns = sum(is_rerun(r) for s in searches for r in s.records)
+  baseline = sum(r.get('agent') == 'baseline' for s in searches for r in s.records)
+  emit(f'trials: {rows_total} ({baseline} baseline, {reruns} re-runs, '
+       f'{rows_total - baseline - reruns} searched) in {len(searches)} search(es), each '
+       f'replayed with its own best, sigma and calibration; keep rule {keep_sigmas:g} sigma, '
+       f'evaluator margin {args.margin_sigmas:g} sigma')
+  notes = []
+  warm_up()
+  rows, default_per_search = [], None
+  for label, method in methods(args.margin_sigmas, args.optuna, args.sweep, notes):
+    per_search = [replay_search(method, s, keep_sigmas) for s in searches]
+    rows.append((label, sum(per_search, Metrics())))
+    default_per_search = default_per_search or per_search
+  for line in notes + table(rows):
+    emit(line)
+  if len(searches) > 1:
+    for s, m in zip(searches, default_per_search):
+      emit(f'  evaluator default on {s.path}: speedup {m.speedup:.3f}, false kills '
+           f'{m.killed_better}/{m.better}, aborted {100 * m.aborted_fraction:.1f}%')
+  default_metrics = rows[0][1]
+  if not default_metrics.better:
+    emit('note: no searched trial beat the best at its time: false-kill rate 0/0, reported '
+         'as 0')
+  emit('speedup = seconds without / with (compile, setup, eval and the method\'s own '
+       '"method s" included); aborted % of searched trials; MAE in bits/byte')
+  emit(f'speedup: {default_metrics.speedup:.4f}')
+  emit(f'false_kill_rate: {default_metrics.false_kill_rate:.4f}')
+  return lines
+
+
+if __name__ == '__main__':
+  main()
