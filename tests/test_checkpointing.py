@@ -1,8 +1,6 @@
 """Persistence: Orbax round trips, resume equivalence, and real kill -9 / SIGTERM runs."""
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

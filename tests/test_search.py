@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from autoresearch import agents, genotype as genotype_lib, ledger as ledger_lib, search
