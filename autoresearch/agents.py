@@ -24,11 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from autoresearch import genotype as genotype_lib, ppo
+from autoresearch import genotype as genotype_lib, ledger, ppo
 from models import policy
 
-STATUS_ORDER = ('keep', 'discard', 'crash', 'aborted')
-HISTORY_DIM = genotype_lib.N_GENES + 5 + len(STATUS_ORDER)
+HISTORY_DIM = genotype_lib.N_GENES + 5 + len(ledger.STATUSES)
 GLOBALS_DIM = 3
 
 
@@ -55,7 +54,7 @@ def history_row(gene: int, old_value: int, new_value: int, delta_sigmas: float, 
   row[base + 2] = math.tanh(delta_sigmas / 3.0) if math.isfinite(delta_sigmas) else -1.0
   row[base + 3] = min(max(budget_fraction, 0.0), 1.0)
   row[base + 4] = float(became_best)
-  row[base + 5 + STATUS_ORDER.index(status)] = 1.0
+  row[base + 5 + ledger.STATUSES.index(status)] = 1.0
   return row
 
 
