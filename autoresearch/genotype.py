@@ -167,11 +167,16 @@ def optim_config(genotype: Genotype) -> optim.OptimConfig:
   return _fields(optim.OptimConfig, genotype)
 
 
-def check(genotype: Genotype, max_params: int = 0) -> None:
+def step_flops(genotype: Genotype) -> float:
+  """Training FLOPs of one optimizer step (matmuls; see `gpt.flops_per_token`)."""
+  return gpt.flops_per_token(model_config(genotype)) * genotype['batch_size'] * genotype['seq_len']
+
+
+def check(genotype: Genotype, max_params: int = 0, max_step_flops: float = 0.0) -> None:
   """Raises InvalidGenotype with the reason when the genotype cannot be trained:
   out-of-set values, heads not dividing d_model, kv heads not dividing heads, a
-  short window longer than the sequence, or more than `max_params` parameters
-  (0: no cap)."""
+  short window longer than the sequence, more than `max_params` parameters, or more
+  than `max_step_flops` FLOPs per optimizer step (too slow for the budget; 0: no cap)."""
   genotype = make(genotype)
   cfg = model_config(genotype)
   try:
@@ -182,12 +187,18 @@ def check(genotype: Genotype, max_params: int = 0) -> None:
     n = gpt.count_params(cfg)
     if n > max_params:
       raise InvalidGenotype(f'{n:,} parameters exceed the cap of {max_params:,}')
+  if max_step_flops:
+    flops = step_flops(genotype)
+    if flops > max_step_flops:
+      raise InvalidGenotype(f'{flops:.3g} FLOPs per step exceed the cap of {max_step_flops:.3g} '
+                            '(too slow for the budget)')
 
 
-def is_valid(genotype: Genotype, max_params: int = 0) -> tuple[bool, str]:
+def is_valid(genotype: Genotype, max_params: int = 0,
+             max_step_flops: float = 0.0) -> tuple[bool, str]:
   """(True, '') or (False, reason)."""
   try:
-    check(genotype, max_params)
+    check(genotype, max_params, max_step_flops)
   except InvalidGenotype as e:
     return False, str(e)
   return True, ''
@@ -228,7 +239,7 @@ def describe_edit(genotype: Genotype, gene_index: int, value_index_: int) -> str
   return f'{gene.name} {_fmt(genotype[gene.name])}->{_fmt(gene.values[value_index_])}'
 
 
-def edit_mask(genotype: Genotype, max_params: int = 0) -> np.ndarray:
+def edit_mask(genotype: Genotype, max_params: int = 0, max_step_flops: float = 0.0) -> np.ndarray:
   """bool (N_GENES, MAX_VALUES): True where setting the gene to that value gives a
   valid genotype that trains differently (no-ops and edits of inactive genes are
   False, as are the padding slots past a gene's value set)."""
@@ -239,7 +250,8 @@ def edit_mask(genotype: Genotype, max_params: int = 0) -> np.ndarray:
     current = genotype[gene.name]
     for j, value in enumerate(gene.values):
       if value != current:
-        mask[i, j] = is_valid(dict(genotype, **{gene.name: value}), max_params)[0]
+        mask[i, j] = is_valid(dict(genotype, **{gene.name: value}), max_params,
+                              max_step_flops)[0]
   return mask
 
 
@@ -255,10 +267,11 @@ def encode(genotype: Genotype) -> np.ndarray:
   return np.concatenate(parts)
 
 
-def random_genotype(rng: np.random.Generator, max_params: int = 0, tries: int = 1000):
+def random_genotype(rng: np.random.Generator, max_params: int = 0, max_step_flops: float = 0.0,
+                    tries: int = 100_000):
   """A uniformly random valid genotype (rejection sampling over the whole space)."""
   for _ in range(tries):
     candidate = {g.name: g.values[rng.integers(len(g.values))] for g in GENES}
-    if is_valid(candidate, max_params)[0]:
+    if is_valid(candidate, max_params, max_step_flops)[0]:
       return candidate
   raise InvalidGenotype(f'no valid genotype in {tries} random draws')

@@ -43,6 +43,7 @@ class TrialConfig:
   val_bytes: int = 262_144          # bytes of the val split scored, same for every genotype
   eval_batch_tokens: int = 16_384   # tokens per evaluation batch (memory, not results)
   max_params: int = 0               # parameter cap of a genotype; 0: none
+  max_step_fraction: float = 0.0    # refuse a step slower than this x budget at the ceiling; 0: none
   max_loss: float = 3 * math.log(256)  # nats; a training loss above this is an explosion
   micro_batch_size: int = 0         # sequences per forward/backward; 0: the whole batch
   compute_dtype: str = 'float32'    # activations dtype ('float32' or 'bfloat16')
@@ -105,6 +106,14 @@ def enable_compilation_cache(cache_dir: str) -> None:
   jax.config.update('jax_compilation_cache_dir', cache_dir)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+def max_step_flops(cfg: TrialConfig) -> float:
+  """The step-FLOPs cap of `cfg.max_step_fraction` (0: none): a step that, at the
+  device's matmul ceiling, would take more than that fraction of the budget."""
+  if not cfg.max_step_fraction:
+    return 0.0
+  return cfg.max_step_fraction * cfg.budget_seconds * hardware.peak_flops(cfg.compute_dtype)
 
 
 def cross_entropy_nats(logits_BxTxV, targets_BxT):
@@ -181,7 +190,7 @@ def run(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig,
                        device_kind=hardware.device_kind(),
                        data_fingerprint=corpus.fingerprint)
   try:
-    genotype_lib.check(genotype, cfg.max_params)
+    genotype_lib.check(genotype, cfg.max_params, max_step_flops(cfg))
     _train_and_score(genotype_lib.make(genotype), corpus, cfg, watch, score_test, result)
   except genotype_lib.InvalidGenotype as e:
     result.status, result.reason = 'crash', f'invalid genotype: {e}'

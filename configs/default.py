@@ -66,6 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
       val_bytes=262_144,       # bytes of the val split scored (same for every genotype)
       eval_batch_tokens=16_384,  # tokens per evaluation batch (memory only)
       max_params=20_000_000,   # parameter cap: larger genotypes are refused
+      max_step_fraction=0.05,  # refused as too slow: a step over this x budget at the matmul ceiling
       max_loss=16.6,           # nats; a training loss above this ends the trial as a crash
       micro_batch_size=0,      # sequences per forward/backward (grad accumulation); 0 = batch
       compute_dtype='float32',  # activation dtype: 'float32' | 'bfloat16'
