@@ -142,9 +142,11 @@ class Search:
     trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
     self.corpus = modes.load_corpus(config)
     self.trial_config = modes.trial_config(config)
-    self.max_params = self.trial_config.max_params
+    self.space = agents.SearchSpace(self.trial_config.max_params,
+                                    trial.max_step_flops(self.trial_config))
     self.ledger = ledger_lib.Ledger(workdir)
-    self.agent = agents.make(config.agent, config.agent.history, config.search.seed)
+    self.agent = agents.make(config.agent, config.agent.history, config.search.seed,
+                             self.space, workdir)
     self.state = SearchState(best_genotype=genotype_lib.from_config(config))
     self.fingerprint = config_fingerprint(config)
     self.evaluator_config = evaluator.EvaluatorConfig(**config.evaluator.to_dict())
@@ -359,7 +361,7 @@ class Search:
     s = self.state
     history = [np.asarray(row, np.float32) for row in s.history]
     return agents.build_observation(s.best_genotype, history, self.config.agent.history,
-                                    s.trials, s.since_improvement, s.best_bpb, self.max_params)
+                                    s.trials, s.since_improvement, s.best_bpb, self.space)
 
   def step(self) -> None:
     """One proposal: train, decide (re-running inside the noise band), learn, record."""
@@ -367,8 +369,14 @@ class Search:
     obs = self.observation()
     proposal = self.agent.propose(obs)
     best_before, parent = s.best_bpb, s.best_genotype
-    genotype = genotype_lib.apply_edit(parent, proposal.gene, proposal.value)
-    description = genotype_lib.describe_edit(parent, proposal.gene, proposal.value)
+    if proposal.genotype is None:
+      genotype = genotype_lib.apply_edit(parent, proposal.gene, proposal.value)
+      description = genotype_lib.describe_edit(parent, proposal.gene, proposal.value)
+      old_value = genotype_lib.value_index(parent, genotype_lib.GENES[proposal.gene].name)
+    else:  # A whole genotype: described by how it differs from the best.
+      genotype = dict(proposal.genotype)
+      description = genotype_lib.describe_diff(genotype, parent)
+      old_value = proposal.value
     budget = self.trial_config.budget_seconds
     watch = None
     if self.evaluator_config.enabled:
@@ -401,14 +409,13 @@ class Search:
       s.best_genotype, s.best_bpb, s.since_improvement = genotype, float(bpb), 0
     else:
       s.since_improvement += 1
-    gene_name = genotype_lib.GENES[proposal.gene].name
     gain_sigmas = (best_before - bpb) / s.sigma if bpb is not None else -math.inf
     s.history.append(agents.history_row(
-        proposal.gene, genotype_lib.value_index(parent, gene_name), proposal.value, gain_sigmas,
-        status, first.train_seconds / max(self.trial_config.budget_seconds, 1e-9),
-        became_best).tolist())
+        proposal.gene, old_value, proposal.value, gain_sigmas, status,
+        first.train_seconds / max(self.trial_config.budget_seconds, 1e-9), became_best).tolist())
     s.history = s.history[-self.config.agent.history:]
-    metrics = self.agent.observe(obs, proposal, r, self.observation())
+    outcome = agents.Outcome(genotype, status, bpb)
+    metrics = self.agent.observe(obs, proposal, r, self.observation(), outcome)
     if metrics:
       logging.info('agent update: %s', ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
     rows = []

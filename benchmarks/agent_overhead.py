@@ -45,7 +45,7 @@ def main(_):
 
   def observation():
     return agents.build_observation(best, history, config.agent.history, 40, 3, 2.4,
-                                    config.trial.max_params)
+                                    agents.SearchSpace(config.trial.max_params))
 
   obs = observation()
   proposal = agent.propose(obs)

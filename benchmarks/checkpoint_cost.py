@@ -38,7 +38,7 @@ def main(_):
                                 float(rng.normal()), 'discard', 1.0, False).tolist()
              for _ in range(config.agent.history)]
   obs = agents.build_observation(best, [np.asarray(h) for h in history], config.agent.history,
-                                 40, 3, 2.4, config.trial.max_params)
+                                 40, 3, 2.4, agents.SearchSpace(config.trial.max_params))
   for _ in range(config.agent.update_every - 1):  # a nearly full rollout buffer
     agent.observe(obs, agent.propose(obs), float(rng.normal()), obs)
   curve = [[0.08 * i, i, 5.0 / (1 + 0.01 * i)] for i in range(1, 760)]  # a 60 s CPU trial

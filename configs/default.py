@@ -84,12 +84,16 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   config.agent = ml_collections.ConfigDict(dict(
-      kind='ppo',              # 'ppo' | 'random'
+      kind='ppo',              # 'ppo' | 'random' | 'random_global' | 'evolution' | 'tpe' | 'cmaes'
       history=30,              # past trials the policy reads
       update_every=8,          # trials between PPO updates
       hidden=64,               # policy width (channels)
       num_heads=4,             # attention heads over the history
       init_from='',            # workdir of an earlier search whose policy to start from
+      evolution=ml_collections.ConfigDict(dict(
+          population=12,       # trials in the population (regularized evolution)
+          tournament=3,        # members drawn per tournament; the best is the parent (Real et al.: S/P = 1/4)
+      )),
       ppo=ml_collections.ConfigDict(dict(
           gamma=0.9,           # discount per trial
           gae_lambda=0.95,     # GAE lambda

@@ -33,7 +33,7 @@ def test_observation_shapes_and_masks():
   g = genotype_lib.from_config(tiny.get_config())
   row = agents.history_row(0, 1, 2, 1.5, 'keep', 1.0, True)
   obs = agents.build_observation(g, [row] * 3, 5, trials=3, since_improvement=0, best_bpb=3.0,
-                                 max_params=0)
+                                 space=agents.SearchSpace())
   assert obs.history.shape == (5, agents.HISTORY_DIM)
   assert obs.history_mask.tolist() == [True, True, True, False, False]
   assert obs.genome.shape == (genotype_lib.GENOME_DIM,)
