@@ -4,8 +4,8 @@ For each seed, and for each agent in turn (agents interleaved, so a slow spell o
 shared machine does not fall on one agent's runs only), a fresh search runs in its own
 workdir for the same wall-clock budget on the same config: the trial runner, the
 self-evaluator, the keep rule, the ledger and the checkpoints are those of the main
-job. A run counts the trials that finished within its budget (the noise runs of the
-baseline included); the best-so-far val_bpb is the search's own best (noise-aware
+job. A run counts the trials that finished within its budget (and the noise runs of the
+baseline, which every run has, even where they outlast a short budget); the best-so-far val_bpb is the search's own best (noise-aware
 keep rule) after each of them.
 
 Outputs, in --results:
@@ -110,7 +110,8 @@ def run_one(preset: Preset, agent: str, seed: int, run_seconds: float, workdir: 
       record()
   finally:
     s.checkpointer.close()
-  finished = [p for p in points if p['seconds'] <= run_seconds]
+  # The baseline's noise runs count even past the budget: every run has its baseline.
+  finished = [p for p in points if p['seconds'] <= run_seconds or p['proposer'] == 'baseline']
   final = finished[-1]['best_bpb'] if finished else math.nan
   return {'agent': agent, 'seed': seed, 'run_seconds': run_seconds, 'baseline_bpb': baseline_bpb,
           'final_best_bpb': final, 'points': finished}

@@ -86,10 +86,12 @@ def _run_until_signal(config, workdir, monkeypatch, signal_at_call):
     monkeypatch.setattr(trial, 'run', _fake_run)
 
 
-def test_resume_proposes_exactly_what_an_uninterrupted_search_proposes(tmp_path, monkeypatch):
+@pytest.mark.parametrize('kind', ['ppo', 'evolution', 'tpe', 'cmaes'])
+def test_resume_proposes_exactly_what_an_uninterrupted_search_proposes(tmp_path, monkeypatch,
+                                                                       kind):
   monkeypatch.setattr(trial, 'run', _fake_run)
   straight = str(tmp_path / 'straight')
-  search.run(_config(14), straight)
+  search.run(_config(14, kind), straight)
   expected = _proposed(straight)
   assert len(expected) == 14 and len({c for _, c, _ in expected}) > 4
 
@@ -98,23 +100,23 @@ def test_resume_proposes_exactly_what_an_uninterrupted_search_proposes(tmp_path,
   signalled = str(tmp_path / 'signalled')
   recorded = []
   for k in (2, 5, 4):
-    state = _run_until_signal(_config(14), signalled, monkeypatch, signal_at_call=k)
+    state = _run_until_signal(_config(14, kind), signalled, monkeypatch, signal_at_call=k)
     recorded.append(state.trials)
     assert len(_proposed(signalled)) == state.trials
   assert recorded[0] < recorded[1] < recorded[2] < 14
-  search.run(_config(14), signalled)
+  search.run(_config(14, kind), signalled)
   assert _proposed(signalled) == expected
 
   # Killed between the checkpoint and the ledger: the last row is only in the checkpoint
   # and half-written in both ledger files.
   torn = str(tmp_path / 'torn')
-  state = _run_until_signal(_config(14), torn, monkeypatch, signal_at_call=8)
+  state = _run_until_signal(_config(14, kind), torn, monkeypatch, signal_at_call=8)
   for name in ('trials.jsonl', 'results.tsv'):
     path = os.path.join(torn, name)
     lines = open(path).read().splitlines(keepends=True)
     open(path, 'w').write(''.join(lines[:-1]) + lines[-1][:10])
   assert len(ledger_lib.read_records(os.path.join(torn, 'trials.jsonl'))) == state.trials - 1
-  search.run(_config(14), torn)
+  search.run(_config(14, kind), torn)
   assert _proposed(torn) == expected
   assert len(ledger_lib.read_tsv(os.path.join(torn, 'results.tsv'))) == 14
 

@@ -23,6 +23,7 @@ study as failed; so is any other crash. An aborted trial is told its predicted v
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import optuna
@@ -53,6 +54,7 @@ class OptunaAgent:
     if not workdir:
       raise ValueError(f'agent.kind={kind!r} keeps its study in the workdir; none was given')
     self.kind, self.seed = kind, seed
+    os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, f'optuna_{kind}.journal')
     self.study_name = f'autoresearch-{kind}'
     self.told = 0          # finished trials of the study that the checkpoint knows of
@@ -71,8 +73,10 @@ class OptunaAgent:
     seed = self.seed * 1_000_003 + self.told
     if self.kind == 'tpe':
       return optuna.samplers.TPESampler(seed=seed)
-    return optuna.samplers.CmaEsSampler(x0=to_params(baseline), seed=seed,
-                                        with_margin=True, warn_independent_sampling=False)
+    with warnings.catch_warnings():  # x0 is deprecated since Optuna 4.9, kept in 5.0
+      warnings.simplefilter('ignore')
+      return optuna.samplers.CmaEsSampler(x0=to_params(baseline), seed=seed, with_margin=True,
+                                          warn_independent_sampling=False)
 
   def _study(self) -> optuna.Study:
     """The study holding exactly the `told` finished trials (rebuilt when it differs)."""

@@ -1,0 +1,145 @@
+"""The agents behind the one interface: valid proposals, learning signal, state round trips."""
+
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from autoresearch import agents, checkpointing, genotype as genotype_lib
+from configs import default, tiny
+from third_party import optuna_agents
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPACE = agents.SearchSpace(max_params=2_000_000, max_step_flops=2e11)
+
+
+def _make(kind, workdir, seed=0):
+  config = default.get_config()
+  config.agent.kind = kind
+  return agents.make(config.agent, config.agent.history, seed, SPACE, str(workdir))
+
+
+def _observation(best, best_bpb=3.0):
+  return agents.build_observation(best, [], 30, trials=3, since_improvement=0, best_bpb=best_bpb,
+                                  space=SPACE)
+
+
+def _score(genotype):
+  """A stand-in val_bpb that prefers wider models and a middle learning rate."""
+  return 3.0 - 0.1 * math.log2(genotype['d_model']) + 0.05 * abs(math.log10(genotype['matrix_lr'])
+                                                                  + 2.5)
+
+
+def _drive(agent, best, n):
+  """n propose/observe rounds against a fixed best; the proposed genotypes."""
+  proposed = []
+  for _ in range(n):
+    obs = _observation(best)
+    proposal = agent.propose(obs)
+    if proposal.genotype is None:
+      genotype = genotype_lib.apply_edit(best, proposal.gene, proposal.value)
+    else:
+      genotype = proposal.genotype
+    valid = genotype_lib.is_valid(genotype, SPACE.max_params, SPACE.max_step_flops)[0]
+    outcome = agents.Outcome(genotype, 'discard' if valid else 'crash',
+                             _score(genotype) if valid else None)
+    agent.observe(obs, proposal, 0.0, obs, outcome)
+    proposed.append(genotype)
+  return proposed
+
+
+def test_decode_inverts_encode():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    g = genotype_lib.random_genotype(rng)
+    assert genotype_lib.decode(genotype_lib.encode(g)) == g
+  best = genotype_lib.from_config(tiny.get_config())
+  assert agents.best_of(_observation(best, best_bpb=2.345678)) == (best, pytest.approx(2.345678))
+
+
+@pytest.mark.parametrize('kind', ['random', 'random_global', 'evolution'])
+def test_drawing_agents_propose_only_valid_genotypes(tmp_path, kind):
+  best = genotype_lib.from_config(default.get_config())
+  proposed = _drive(_make(kind, tmp_path), best, 120)
+  for g in proposed:
+    ok, why = genotype_lib.is_valid(g, SPACE.max_params, SPACE.max_step_flops)
+    assert ok, why
+  assert len({genotype_lib.genotype_id(g) for g in proposed}) > 60
+  if kind != 'random_global':  # one edit of a parent
+    assert all(0 < sum(g[k] != best[k] for k in best) for g in proposed)
+
+
+def test_evolution_mutates_the_tournament_winner_and_forgets_the_oldest(tmp_path):
+  best = genotype_lib.from_config(default.get_config())
+  agent = _make('evolution', tmp_path)
+  proposed = _drive(agent, best, 12)  # filling: edits of the best
+  assert all(sum(g[k] != best[k] for k in best) == 1 for g in proposed)
+  assert [g for g, _ in agent.population] == [genotype_lib.make(g) for g in proposed]
+  children = _drive(agent, best, 30)
+  assert len(agent.population) == 12
+  assert [g for g, _ in agent.population] == [genotype_lib.make(g) for g in children[-12:]]
+  # Each child is one edit of a member of the population it was drawn from.
+  population = [genotype_lib.make(g) for g in proposed]
+  for child in children:
+    assert any(sum(child[k] != p[k] for k in child) == 1 for p in population)
+    population = (population + [genotype_lib.make(child)])[-12:]
+  # Selection pressure: the children score better than the filling edits did.
+  assert np.mean([_score(g) for g in children[-15:]]) < np.mean([_score(g) for g in proposed])
+
+
+@pytest.mark.parametrize('kind', ['tpe', 'cmaes'])
+def test_optuna_agents_stay_in_the_space_and_are_told_invalid_proposals_as_failed(tmp_path, kind):
+  best = genotype_lib.from_config(default.get_config())
+  agent = _make(kind, tmp_path)
+  proposed = _drive(agent, best, 30)
+  for g in proposed:
+    genotype_lib.make(g)  # in the space (validity is the trial's to check)
+  trials = agent.study.get_trials()
+  assert len(trials) == 31 and trials[0].params == optuna_agents.to_params(best)
+  invalid = [not genotype_lib.is_valid(g, SPACE.max_params, SPACE.max_step_flops)[0]
+             for g in proposed]
+  assert [t.state.name for t in trials[1:]] == ['FAIL' if bad else 'COMPLETE' for bad in invalid]
+  complete = [t for t in trials[1:] if t.state.name == 'COMPLETE']
+  assert complete and all(t.value == pytest.approx(_score(optuna_agents.from_params(t.params)))
+                          for t in complete)
+
+
+@pytest.mark.parametrize('kind', ['random', 'random_global', 'evolution', 'ppo', 'tpe', 'cmaes'])
+def test_state_round_trips_through_the_checkpoint(tmp_path, kind):
+  best = genotype_lib.from_config(default.get_config())
+  agent = _make(kind, tmp_path / 'work')
+  _drive(agent, best, 13)
+  arrays, meta = agent.state_dict()
+  ckpt = checkpointing.Checkpointer(str(tmp_path / 'ckpt'))
+  ckpt.save(1, {'agent': arrays}, meta)
+  ckpt.close()
+  continued = _drive(agent, best, 6)
+  # A fresh process: a new agent restored from the checkpoint (and, for Optuna, from the
+  # journal, which now holds 6 trials more than the checkpoint knows of).
+  restored = _make(kind, tmp_path / 'work')
+  _, arrays_back, meta_back = checkpointing.Checkpointer(str(tmp_path / 'ckpt')).restore(
+      {'agent': restored.state_dict()[0]})
+  restored.load_state_dict(arrays_back['agent'], meta_back)
+  assert _drive(restored, best, 6) == continued
+
+
+def test_tiny_benchmark_writes_the_tsv_the_plot_and_the_last_line(tmp_path):
+  results = tmp_path / 'results'
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/search_quality.py', '--preset=tiny', '--agents=ppo,random',
+       '--run_seconds=20', f'--results={results}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  last = proc.stdout.strip().splitlines()[-1]
+  assert last.startswith('ppo_vs_best_baseline: ')
+  float(last.split(': ')[1])  # a number (nan when neither agent improved)
+  rows = (results / 'trajectories.tsv').read_text().splitlines()
+  assert rows[0].split('\t')[:3] == ['agent', 'seed', 'trial']
+  assert {r.split('\t')[0] for r in rows[1:]} == {'ppo', 'random'}
+  assert (results / 'search_quality.png').stat().st_size > 10_000
+  table = (results / 'table.md').read_text()
+  assert '| ppo |' in table and '| random |' in table and last in table
