@@ -34,6 +34,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -44,6 +45,7 @@ import threading
 import time
 from typing import Optional
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -126,6 +128,26 @@ def fault_point(name: str) -> None:
     kill()
 
 
+class ConfigError(ValueError):
+  """A configuration the search cannot run with; the message says why."""
+
+
+def device_groups(parallel_trials: int) -> tuple[int, list]:
+  """(K, K groups of devices): the devices split into `parallel_trials` equal groups,
+  one trial each. K = 1 is one group of None: the trial takes all devices."""
+  if parallel_trials <= 1:
+    return 1, [None]
+  devices = jax.devices()
+  if jax.process_count() > 1:
+    raise ConfigError('search.parallel_trials > 1 runs on one host; on several hosts each '
+                      'trial is data-parallel over all of them (parallel_trials=1)')
+  if len(devices) % parallel_trials:
+    raise ConfigError(f'search.parallel_trials={parallel_trials} does not divide the '
+                      f'{len(devices)} devices into equal groups')
+  size = len(devices) // parallel_trials
+  return parallel_trials, [devices[i * size:(i + 1) * size] for i in range(parallel_trials)]
+
+
 class Interrupted(Exception):
   """A preemption signal arrived; the trial in flight is dropped."""
 
@@ -144,6 +166,7 @@ class Search:
     self.trial_config = modes.trial_config(config)
     self.space = agents.SearchSpace(self.trial_config.max_params,
                                     trial.max_step_flops(self.trial_config))
+    self.parallel, self.device_groups = device_groups(config.search.parallel_trials)
     self.ledger = ledger_lib.Ledger(workdir)
     self.agent = agents.make(config.agent, config.agent.history, config.search.seed,
                              self.space, workdir)
@@ -281,13 +304,25 @@ class Search:
 
   # --- one trial ---------------------------------------------------------------------
 
+  def _train_many(self, jobs: list[tuple]) -> list[trial.TrialResult]:
+    """Trains (genotype, seed, evaluator watch) jobs, at most `parallel_trials`, at
+    once: job i on device group i, each in its own thread."""
+    if self.parallel == 1:
+      return [self._train(*job) for job in jobs]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
+      futures = [pool.submit(self._train, *job, devices=group)
+                 for job, group in zip(jobs, self.device_groups)]
+      concurrent.futures.wait(futures)
+    return [future.result() for future in futures]  # re-raises Interrupted
+
   def _train(self, genotype: dict, seed: int,
-             evaluator_watch: Optional[evaluator.Evaluator] = None) -> trial.TrialResult:
+             evaluator_watch: Optional[evaluator.Evaluator] = None,
+             devices: Optional[list] = None) -> trial.TrialResult:
     if self.interrupt_time is not None:
       raise Interrupted
     cfg = dataclasses.replace(self.trial_config, seed=seed)
     progress = None
-    if self.config.search.progress_bar:
+    if self.config.search.progress_bar and self.parallel == 1:
       prediction = None
       if evaluator_watch is not None:
         prediction = lambda: (None if evaluator_watch.last_prediction is None else
@@ -303,7 +338,8 @@ class Search:
 
     fault_point('mid-compile')
     try:
-      result = trial.run(genotype, self.corpus, cfg, watch=watch)
+      placement = {} if devices is None else {'devices': devices}  # None: all devices
+      result = trial.run(genotype, self.corpus, cfg, watch=watch, **placement)
     finally:
       if progress is not None:
         progress.close()
@@ -328,31 +364,42 @@ class Search:
           f'{row["status"]} | best {row["best_bpb"]:.6f}', flush=True)
 
   def _room(self, rows: int) -> bool:
+    return self._room_left() >= rows
+
+  def _room_left(self) -> int:
+    """Ledger rows left before `max_trials` (a large number when there is no limit)."""
     max_trials = self.config.search.max_trials
-    return max_trials <= 0 or self.state.trials + rows <= max_trials
+    return 2**62 if max_trials <= 0 else max(0, max_trials - self.state.trials)
 
   # --- phases ------------------------------------------------------------------------
 
   def measure_noise(self) -> None:
-    """Trains the baseline `noise_repeats` times; sets best_bpb and sigma."""
+    """Trains the baseline `noise_repeats` times (K at a time); sets best_bpb and sigma."""
     s, search = self.state, self.config.search
     while len(s.baseline_bpbs) < search.noise_repeats and self._room(1):
-      k = len(s.baseline_bpbs)
-      result = self._train(s.best_genotype, self.trial_config.seed + k)
-      if result.status != 'ok':
-        raise RuntimeError(f'the baseline genotype failed ({result.status}): {result.reason}')
-      s.baseline_bpbs.append(result.val_bpb)
-      s.best_bpb = float(np.mean(s.baseline_bpbs))
-      spread = float(np.std(s.baseline_bpbs, ddof=1)) if len(s.baseline_bpbs) > 1 else 0.0
-      s.sigma = max(spread, search.min_sigma)
-      row = self._row(result, 'keep', f'baseline (noise run {k + 1}/{search.noise_repeats})',
-                      agent='baseline', best_bpb=s.best_bpb, sigma=s.sigma)
-      self.calibration.update(row, budget_seconds=self.trial_config.budget_seconds)
-      self.best_rows.append(row)
+      first = len(s.baseline_bpbs)
+      wave = min(self.parallel, search.noise_repeats - first, self._room_left())
+      results = self._train_many([(s.best_genotype, self.trial_config.seed + first + i, None)
+                                  for i in range(wave)])
+      rows = []
+      for i, result in enumerate(results):
+        if result.status != 'ok':
+          raise RuntimeError(f'the baseline genotype failed ({result.status}): {result.reason}')
+        s.baseline_bpbs.append(result.val_bpb)
+        s.best_bpb = float(np.mean(s.baseline_bpbs))
+        spread = float(np.std(s.baseline_bpbs, ddof=1)) if len(s.baseline_bpbs) > 1 else 0.0
+        s.sigma = max(spread, search.min_sigma)
+        row = self._row(result, 'keep', f'baseline (noise run {first + i + 1}/'
+                        f'{search.noise_repeats})', agent='baseline', best_bpb=s.best_bpb,
+                        sigma=s.sigma)
+        self.calibration.update(row, budget_seconds=self.trial_config.budget_seconds)
+        self.best_rows.append(row)
+        rows.append(row)
       self.reference = self.calibration.reference(self.best_rows, s.best_bpb,
                                                   self.trial_config.budget_seconds)
-      self._save([row])
-      self._log(row)
+      self._save(rows)
+      for row in rows:
+        self._log(row)
     self._export_best()
     logging.info('baseline val_bpb %.6f, sigma %.6f (from %d runs, floor %.6f)',
                  s.best_bpb, s.sigma, len(s.baseline_bpbs), search.min_sigma)
@@ -363,75 +410,92 @@ class Search:
     return agents.build_observation(s.best_genotype, history, self.config.agent.history,
                                     s.trials, s.since_improvement, s.best_bpb, self.space)
 
-  def step(self) -> None:
-    """One proposal: train, decide (re-running inside the noise band), learn, record."""
-    s, search = self.state, self.config.search
-    obs = self.observation()
-    proposal = self.agent.propose(obs)
-    best_before, parent = s.best_bpb, s.best_genotype
+  def _candidate(self, parent: dict, proposal: agents.Proposal) -> tuple[dict, str, int]:
+    """(genotype, description, the edited gene's old value index) of a proposal."""
     if proposal.genotype is None:
       genotype = genotype_lib.apply_edit(parent, proposal.gene, proposal.value)
       description = genotype_lib.describe_edit(parent, proposal.gene, proposal.value)
-      old_value = genotype_lib.value_index(parent, genotype_lib.GENES[proposal.gene].name)
-    else:  # A whole genotype: described by how it differs from the best.
-      genotype = dict(proposal.genotype)
-      description = genotype_lib.describe_diff(genotype, parent)
-      old_value = proposal.value
+      return genotype, description, genotype_lib.value_index(
+          parent, genotype_lib.GENES[proposal.gene].name)
+    # A whole genotype: described by how it differs from the best.
+    return dict(proposal.genotype), genotype_lib.describe_diff(proposal.genotype, parent), -1
+
+  def step(self) -> None:
+    """One round: K proposals (K = `parallel_trials`, fewer when `max_trials` is near)
+    trained at once, one per device group; then, in the order proposed, the keep rule
+    (re-runs inside the noise band are trained together after the round), the rewards,
+    and the agent's lessons. With K = 1 this is one proposal at a time."""
+    s, search = self.state, self.config.search
     budget = self.trial_config.budget_seconds
-    watch = None
+    k = min(self.parallel, self._room_left())
+    obs = self.observation()
+    proposals = [self.agent.propose(obs) for _ in range(k)]
+    best_before, parent = s.best_bpb, s.best_genotype
+    candidates = [self._candidate(parent, p) for p in proposals]
+    watches = [None] * k
     if self.evaluator_config.enabled:
-      # Built before the trial, so its one-off set-up stays off the trial's clock.
-      watch = evaluator.Evaluator(self.evaluator_config, self.calibration, best_before,
-                                  keep_margin_bpb=0.0, budget_seconds=budget,
-                                  reference=self.reference)
+      # Built before the trials, so their one-off set-up stays off the trials' clocks.
+      watches = [evaluator.Evaluator(self.evaluator_config, self.calibration, best_before,
+                                     keep_margin_bpb=0.0, budget_seconds=budget,
+                                     reference=self.reference) for _ in range(k)]
     reference_before = self.reference
-    results = [self._train(genotype, self.trial_config.seed, watch)]
-    first = results[0]
-    if first.status == 'ok':
-      verdict, bpb = decide(best_before - first.val_bpb, s.sigma, search.keep_sigmas), first.val_bpb
-      if verdict == 'rerun' and self._room(2):
-        results.append(self._train(genotype, self.trial_config.seed + 10_000 + s.proposals))
-        if results[1].status == 'ok':
-          bpb = (first.val_bpb + results[1].val_bpb) / 2
-          margin = search.keep_sigmas * s.sigma / math.sqrt(2)
-          verdict = 'keep' if best_before - bpb > margin else 'discard'
-        else:
-          verdict = 'discard'
-      elif verdict == 'rerun':
-        verdict = 'discard'  # no ledger room left for the second run
-      status = verdict
-    else:
-      status, bpb = first.status, (first.predicted_bpb if first.status == 'aborted' else None)
-    s.proposals += 1
-    r = reward(best_before, bpb, s.sigma, search.reward_clip)
-    became_best = status == 'keep'
+    firsts = self._train_many([(genotype, self.trial_config.seed, watch)
+                               for (genotype, _, _), watch in zip(candidates, watches)])
+    # Inside the noise band (against the best the proposals were made against): re-run.
+    in_band = [i for i, r in enumerate(firsts) if r.status == 'ok' and
+               decide(best_before - r.val_bpb, s.sigma, search.keep_sigmas) == 'rerun']
+    reruns = in_band[:max(0, self._room_left() - k)]  # as the ledger has room for
+    seconds = self._train_many([(candidates[i][0], self.trial_config.seed + 10_000 +
+                                 s.proposals + i, None) for i in reruns])
+    second = dict(zip(reruns, seconds))
+
+    rows, lessons, became_best = [], [], False
+    for i, (proposal, (genotype, description, old_value)) in enumerate(zip(proposals, candidates)):
+      first, results = firsts[i], [firsts[i]] + ([second[i]] if i in second else [])
+      if first.status == 'ok':
+        bpb, margin = first.val_bpb, search.keep_sigmas * s.sigma
+        rerun_ok = i in second and second[i].status == 'ok'
+        if rerun_ok:  # the two-run mean, against the standard error of a two-run mean
+          bpb, margin = (first.val_bpb + second[i].val_bpb) / 2, margin / math.sqrt(2)
+        # Against the best now: an earlier proposal of this round may have raised it.
+        keep = s.best_bpb - bpb > margin and (i not in second or rerun_ok)
+        status = 'keep' if keep else 'discard'
+      else:
+        status, bpb = first.status, (first.predicted_bpb if first.status == 'aborted' else None)
+      s.proposals += 1
+      r = reward(best_before, bpb, s.sigma, search.reward_clip)
+      if status == 'keep':
+        s.best_genotype, s.best_bpb, s.since_improvement = genotype, float(bpb), 0
+      else:
+        s.since_improvement += 1
+      gain_sigmas = (best_before - bpb) / s.sigma if bpb is not None else -math.inf
+      s.history.append(agents.history_row(
+          proposal.gene, old_value, proposal.value, gain_sigmas, status,
+          first.train_seconds / max(budget, 1e-9), status == 'keep').tolist())
+      s.history = s.history[-self.config.agent.history:]
+      lessons.append((proposal, r, agents.Outcome(genotype, status, bpb)))
+      mine = []
+      for j, result in enumerate(results):
+        note = description if j == 0 else f'{description} (re-run, mean {bpb:.6f})'
+        predictions = ([list(p) for p in watches[i].predictions]
+                       if watches[i] is not None and j == 0 else [])
+        mine.append(self._row(result, status, note, reward=r, log_prob=proposal.log_prob,
+                              critic=proposal.critic, edit=[proposal.gene, proposal.value],
+                              best_bpb=s.best_bpb, agent_metrics={}, predictions=predictions,
+                              progress_at_stop=min(1.0, result.train_seconds / budget)))
+        if result.status == 'ok':
+          self.calibration.update(mine[-1], reference_before, budget)
+      if status == 'keep':
+        self.best_rows, became_best = mine, True
+      rows += mine
+    next_obs = self.observation()
+    for proposal, r, outcome in lessons:
+      metrics = self.agent.observe(obs, proposal, r, next_obs, outcome)
+      if metrics:
+        logging.info('agent update: %s', ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
+        rows[-1]['agent_metrics'] = metrics
     if became_best:
-      s.best_genotype, s.best_bpb, s.since_improvement = genotype, float(bpb), 0
-    else:
-      s.since_improvement += 1
-    gain_sigmas = (best_before - bpb) / s.sigma if bpb is not None else -math.inf
-    s.history.append(agents.history_row(
-        proposal.gene, old_value, proposal.value, gain_sigmas, status,
-        first.train_seconds / max(self.trial_config.budget_seconds, 1e-9), became_best).tolist())
-    s.history = s.history[-self.config.agent.history:]
-    outcome = agents.Outcome(genotype, status, bpb)
-    metrics = self.agent.observe(obs, proposal, r, self.observation(), outcome)
-    if metrics:
-      logging.info('agent update: %s', ', '.join(f'{k} {v:.4f}' for k, v in metrics.items()))
-    rows = []
-    for i, result in enumerate(results):
-      note = description if i == 0 else f'{description} (re-run, mean {bpb:.6f})'
-      predictions = [list(p) for p in watch.predictions] if watch is not None and i == 0 else []
-      rows.append(self._row(result, status, note, reward=r, log_prob=proposal.log_prob,
-                            critic=proposal.critic, edit=[proposal.gene, proposal.value],
-                            best_bpb=s.best_bpb, agent_metrics=metrics,
-                            progress_at_stop=min(1.0, result.train_seconds / budget),
-                            predictions=predictions))
-      if result.status == 'ok':
-        self.calibration.update(rows[-1], reference_before, budget)
-    if became_best:
-      self.best_rows = rows
-      self.reference = self.calibration.reference(rows, s.best_bpb, budget)
+      self.reference = self.calibration.reference(self.best_rows, s.best_bpb, budget)
       self._export_best()
     self._save(rows)
     for row in rows:

@@ -47,7 +47,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from autoresearch import agents, search  # noqa: E402
+from autoresearch import search  # noqa: E402
 from configs import default, h100, tiny  # noqa: E402
 
 ALL_AGENTS = ('ppo', 'random', 'random_global', 'evolution', 'tpe', 'cmaes')

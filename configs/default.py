@@ -80,6 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
       min_sigma=0.002,         # bits/byte; floor of the measured sigma
       reward_clip=5.0,         # reward in sigma units is clipped to +-this; crashes get -this
       seed=0,                  # agent seed
+      parallel_trials=1,       # K: trials at once, each on 1/K of the devices (K proposals a round)
       progress_bar=True,       # live progress of each trial (a bar on a terminal, else logs)
   ))
 
