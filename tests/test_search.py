@@ -87,3 +87,49 @@ def test_main_defaults_to_the_search(tmp_path):
       'trial 1', 'trial 2', 'trial 3']  # --quiet: the summary lines only
   assert 'step' not in proc.stderr  # no progress lines
   assert 'trial 3 | random |' in proc.stdout
+
+
+def _parallel_search(workdir, k, max_trials, log, kill_at=None):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4')
+  env.pop('AUTORESEARCH_KILL_AT', None)
+  if kill_at:
+    env['AUTORESEARCH_KILL_AT'] = kill_at
+  return subprocess.run([sys.executable, 'tests/parallel_search_script.py', str(workdir), str(k),
+                         str(max_trials), str(log)], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+def _ledger(workdir):
+  return [(r['trial'], r['commit'], r['status'], r['val_bpb'])
+          for r in ledger_lib.read_records(str(workdir / 'trials.jsonl'))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('k', [2, 4])
+def test_parallel_trials_run_at_once_on_disjoint_device_groups_and_survive_kills(tmp_path, k):
+  straight, log = tmp_path / 'straight', tmp_path / 'calls.jsonl'
+  proc = _parallel_search(straight, k, 11, log)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  calls = [json.loads(line) for line in log.read_text().splitlines()]
+  groups = {tuple(c['devices']) for c in calls}
+  assert all(len(g) == 4 // k for g in groups) and len(groups) == k
+  assert len({d for g in groups for d in g}) == 4  # disjoint, all devices used
+  overlapping = sum(a['start'] < b['end'] and b['start'] < a['end']
+                    for i, a in enumerate(calls) for b in calls[i + 1:])
+  assert overlapping >= k - 1  # trials of a round ran at once
+  expected = _ledger(straight)
+  assert [t for t, _, _, _ in expected] == list(range(1, 12))
+  proposers = [r['agent'] for r in ledger_lib.read_records(str(straight / 'trials.jsonl'))]
+  assert proposers[:2] == ['baseline'] * 2 and set(proposers[2:]) == {'ppo'}
+
+  # kill -9 in the middle of rounds (while trials are in flight, and between the
+  # checkpoint and the ledger), then resume: exactly the uninterrupted ledger.
+  killed = tmp_path / 'killed'
+  for point in ('mid-compile:4', 'after-checkpoint:1', 'mid-compile:3'):
+    proc = _parallel_search(killed, k, 11, tmp_path / 'ignored.jsonl', kill_at=point)
+    assert proc.returncode == -9, (point, proc.returncode, proc.stderr[-2000:])
+    recorded = _ledger(killed)
+    assert recorded == expected[:len(recorded)]
+  proc = _parallel_search(killed, k, 11, tmp_path / 'ignored.jsonl')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert _ledger(killed) == expected
