@@ -53,6 +53,11 @@ not in successive halving's rungs). Rows: Optuna's defaults, and a setting for a
 ~100-trial search: warm-up to the evaluator's min_progress (20% of the budget) and, for
 the median, 10 completed trials first.
 
+The oracle row bounds every method that may stop only after `min_progress`: it knows
+the recorded finals and stops, at `min_progress`, each trial that will not beat the best
+(so it has no false kill). Its speedup is the most such a method can reach on these
+curves, whatever its predictions.
+
 Prints the trials, budget and sources, the table, then `speedup: X` and
 `false_kill_rate: Y` (the evaluator at its default EvaluatorConfig) as the last lines.
 """
@@ -225,6 +230,31 @@ class EvaluatorMethod:
     self.reference = self.calibration.reference(records, bpb, self.budget)
 
 
+class OracleMethod:
+  """The bound of any method that cannot stop before `min_progress`: it knows each
+  recorded final and stops, at `min_progress`, every trial that will not beat the best
+  (crashes included), with no false kill."""
+
+  def __init__(self, min_progress: float):
+    self.min_progress = min_progress
+
+  def start(self, search: RecordedSearch) -> None:
+    self.budget = search.budget_seconds
+
+  def watch(self, record: dict, best_bpb: float) -> Outcome:
+    wins = completed(record) and record['val_bpb'] < best_bpb
+    return Outcome(None if wins else self.min_progress * self.budget)
+
+  def finish(self, record: dict, outcome: Outcome) -> None:
+    pass
+
+  def unwatched(self, record: dict) -> None:
+    pass
+
+  def new_best(self, records: list[dict], bpb: float) -> None:
+    pass
+
+
 def checkpoint_losses(record: dict, budget: float, checkpoints: np.ndarray, window: float):
   """[(training seconds when checkpoint k is reached, mean loss over the readings of
   progress in (p_k - window, that reading])] for the checkpoints the curve reaches."""
@@ -383,6 +413,8 @@ def methods(margin_sigmas: float, with_optuna: bool, sweep: bool, notes: list):
         if (delta, confirm) != (base.delta, base.confirm):
           rows.append((f'evaluator delta={delta:g}, confirm={confirm}', EvaluatorMethod(
               dataclasses.replace(base, delta=delta, confirm=confirm), margin_sigmas)))
+  rows.append((f'oracle bound (stops every loser at {base.min_progress:g})',
+               OracleMethod(base.min_progress)))
   if not with_optuna:
     return rows
   try:
