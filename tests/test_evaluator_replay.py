@@ -122,3 +122,13 @@ def test_a_stopped_trial_is_neither_re_run_nor_kept_and_costs_its_setup_and_stop
   # Baseline 3 x 10 s; each stopped trial: setup (10 - 6 - 2) + 1.5 s; the re-run never runs.
   assert metrics.seconds_with == pytest.approx(30.0 + 3 * 3.5)
   assert metrics.seconds_without == 70.0
+
+
+def test_the_oracle_stops_only_the_losers_at_min_progress():
+  search = _search()
+  search.records.append(dict(search.records[-1], trial=8, val_bpb=3.1))   # a clear loser
+  metrics = evaluator_replay.replay_search(evaluator_replay.OracleMethod(0.25), search,
+                                           keep_sigmas=2.0)
+  assert (metrics.searched, metrics.aborted, metrics.false_kill_rate) == (4, 1, 0.0)
+  # The loser costs its setup (2 s) and a quarter of its 6 s budget instead of 10 s.
+  assert metrics.seconds_without - metrics.seconds_with == pytest.approx(10.0 - 3.5)
