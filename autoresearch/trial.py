@@ -10,6 +10,14 @@ budget, scored in validation bits per byte.
   t-1 is read after step t is dispatched, so the host never stalls the device.
 * Every loss reading goes to `watch`, which may stop the trial (the self-evaluator and
   the preemption handler plug in there) by returning a `Stop`.
+* Data-parallel over the devices given (all by default): a `jax.sharding.Mesh` with
+  axes ('data', 'fsdp'); each batch is split across all devices. Parameters and
+  optimizer state are replicated, or, with `fsdp`, sharded along the 'fsdp' axis (each
+  array on its first dimension that divides evenly; the rest replicated). Parameters
+  are float32 master weights whatever `compute_dtype` the activations use. On several
+  hosts (`jax.distributed`), every process samples the same global batch and feeds its
+  own devices' rows, and process 0's clock and watcher decide when to stop, so every
+  process runs the same steps.
 * val_bpb = sum of cross-entropy in nats / (ln 2 x bytes scored) over the first
   `val_bytes` bytes of the val split: the same bytes for every genotype, whatever its
   sequence length. No gene reaches this code path.
@@ -32,8 +40,10 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from autoresearch import data, genotype as genotype_lib, hardware, optim
+from autoresearch import data, distributed, genotype as genotype_lib, hardware, optim
 from models import gpt
 
 
@@ -47,6 +57,8 @@ class TrialConfig:
   max_loss: float = 3 * math.log(256)  # nats; a training loss above this is an explosion
   micro_batch_size: int = 0         # sequences per forward/backward; 0: the whole batch
   compute_dtype: str = 'float32'    # activations dtype ('float32' or 'bfloat16')
+  fsdp: bool = False                # shard parameters and optimizer state over the devices
+  max_steps: int = 0                # stop after this many steps even within the budget; 0: none
   seed: int = 0                     # parameter init and batch sampling
 
 
@@ -108,12 +120,57 @@ def enable_compilation_cache(cache_dir: str) -> None:
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
-def max_step_flops(cfg: TrialConfig) -> float:
-  """The step-FLOPs cap of `cfg.max_step_fraction` (0: none): a step that, at the
-  device's matmul ceiling, would take more than that fraction of the budget."""
+def max_step_flops(cfg: TrialConfig, num_devices: int = 1) -> float:
+  """The step-FLOPs cap of `cfg.max_step_fraction` (0: none): a step that, at the matmul
+  ceiling of `num_devices` devices, would take more than that fraction of the budget."""
   if not cfg.max_step_fraction:
     return 0.0
-  return cfg.max_step_fraction * cfg.budget_seconds * hardware.peak_flops(cfg.compute_dtype)
+  return (cfg.max_step_fraction * cfg.budget_seconds * num_devices *
+          hardware.peak_flops(cfg.compute_dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+  """Where a trial's arrays live: a mesh ('data', 'fsdp') over its devices."""
+  mesh: Mesh
+  fsdp: bool
+
+  @classmethod
+  def over(cls, devices, fsdp: bool) -> 'Placement':
+    devices = np.asarray(list(devices))
+    shape = (1, devices.size) if fsdp else (devices.size, 1)
+    return cls(Mesh(devices.reshape(shape), ('data', 'fsdp')), fsdp)
+
+  @property
+  def num_devices(self) -> int:
+    return self.mesh.devices.size
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P())
+
+  @property
+  def batch(self) -> NamedSharding:
+    """Leading (batch) dimension split over every device."""
+    return NamedSharding(self.mesh, P(('data', 'fsdp')))
+
+  def state(self, abstract_tree):
+    """Shardings of a parameter or optimizer-state tree: replicated, or with `fsdp` each
+    array split on its first dimension divisible by the number of devices."""
+    n = self.mesh.shape['fsdp']
+
+    def sharding(leaf):
+      shape = getattr(leaf, 'shape', ())
+      for axis, size in enumerate(shape):
+        if n > 1 and size % n == 0:
+          return NamedSharding(self.mesh, P(*([None] * axis), 'fsdp'))
+      return self.replicated
+    return jax.tree_util.tree_map(sharding, abstract_tree)
+
+  def put(self, array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array from a host array every process holds whole (each process
+    transfers only its own devices' part)."""
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
 def cross_entropy_nats(logits_BxTxV, targets_BxT):
@@ -132,16 +189,19 @@ def _loss_fn(graphdef, params, batch_BxT1):
   return jnp.mean(cross_entropy_nats(logits, batch_BxT1[:, 1:]))
 
 
-def make_train_step(graphdef, tx, optim_cfg: optim.OptimConfig, micro_batches: int):
+def make_train_step(graphdef, tx, optim_cfg: optim.OptimConfig, micro_batches: int,
+                    shardings: Optional[tuple] = None):
   """(params, opt_state, batch uint8 (B, T+1), progress) -> (params, opt_state, loss).
-  With micro_batches > 1 the gradient is accumulated over equal slices of the batch."""
+  With micro_batches > 1 the gradient is accumulated over equal slices of the batch
+  (rows i, i + m, i + 2m, ... form slice i, so a batch split over devices splits each
+  slice alike). `shardings`: (params, opt_state, batch) shardings, or None."""
   grad_fn = jax.value_and_grad(lambda p, b: _loss_fn(graphdef, p, b))
 
   def step(params, opt_state, batch, progress):
     if micro_batches == 1:
       loss, grads = grad_fn(params, batch)
     else:
-      slices = batch.reshape(micro_batches, -1, batch.shape[-1])
+      slices = batch.reshape(-1, micro_batches, batch.shape[-1]).swapaxes(0, 1)
 
       def accumulate(carry, micro):
         loss_sum, grad_sum = carry
@@ -156,21 +216,34 @@ def make_train_step(graphdef, tx, optim_cfg: optim.OptimConfig, micro_batches: i
     updates = optim.scale_updates(updates, optim.lr_multiplier(progress, optim_cfg))
     return optax.apply_updates(params, updates), opt_state, loss
 
-  return jax.jit(step, donate_argnums=(0, 1))
+  if shardings is None:
+    return jax.jit(step, donate_argnums=(0, 1))
+  params_sh, opt_sh, batch_sh = shardings
+  scalar = NamedSharding(batch_sh.mesh, P())
+  return jax.jit(step, donate_argnums=(0, 1), in_shardings=(params_sh, opt_sh, batch_sh, scalar),
+                 out_shardings=(params_sh, opt_sh, scalar))
 
 
-def make_eval_step(graphdef):
-  """(params, inputs (N, T), targets (N, T), mask (N, T)) -> summed nats over the mask."""
+def make_eval_step(graphdef, shardings: Optional[tuple] = None):
+  """(params, inputs (N, T), targets (N, T), mask (N, T)) -> summed nats over the mask.
+  `shardings`: (params, batch) shardings, or None."""
   def eval_step(params, inputs, targets, mask):
     logits = nnx.merge(graphdef, params)(inputs.astype(jnp.int32))
     return jnp.sum(jnp.where(mask, cross_entropy_nats(logits, targets), 0.0))
-  return jax.jit(eval_step)
+  if shardings is None:
+    return jax.jit(eval_step)
+  params_sh, batch_sh = shardings
+  return jax.jit(eval_step, in_shardings=(params_sh, batch_sh, batch_sh, batch_sh),
+                 out_shardings=NamedSharding(batch_sh.mesh, P()))
 
 
-def _eval_batches(split: np.ndarray, num_bytes: int, seq_len: int, batch_tokens: int):
-  """The fixed evaluation windows, padded to whole batches of equal shape."""
+def _eval_batches(split: np.ndarray, num_bytes: int, seq_len: int, batch_tokens: int,
+                  multiple: int = 1):
+  """The fixed evaluation windows, padded to whole batches of equal shape (windows per
+  batch a multiple of `multiple`, the number of devices; padding is masked out)."""
   inputs, targets, mask = data.eval_windows(split, num_bytes, seq_len)
   per_batch = max(1, min(len(inputs), batch_tokens // seq_len))
+  per_batch = -(-per_batch // multiple) * multiple
   pad = -len(inputs) % per_batch
   if pad:
     inputs, targets = (np.pad(a, ((0, pad), (0, 0))) for a in (inputs, targets))
@@ -181,17 +254,21 @@ def _eval_batches(split: np.ndarray, num_bytes: int, seq_len: int, batch_tokens:
 
 
 def run(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig,
-        watch: Optional[Watcher] = None, score_test: bool = False) -> TrialResult:
+        watch: Optional[Watcher] = None, score_test: bool = False,
+        devices: Optional[list] = None) -> TrialResult:
   """Compile, train for `cfg.budget_seconds`, score val_bpb (and, with `score_test`,
-  the same number of bytes of the test split); never raises for a bad genotype."""
+  the same number of bytes of the test split) on `devices` (default: all, of every
+  process); never raises for a bad genotype."""
   start = time.perf_counter()
   gid = genotype_lib.genotype_id(genotype) if _in_space(genotype) else 'invalid'
   result = TrialResult(genotype_id=gid, genotype=dict(genotype), status='crash',
                        device_kind=hardware.device_kind(),
                        data_fingerprint=corpus.fingerprint)
   try:
-    genotype_lib.check(genotype, cfg.max_params, max_step_flops(cfg))
-    _train_and_score(genotype_lib.make(genotype), corpus, cfg, watch, score_test, result)
+    placement = Placement.over(devices or jax.devices(), cfg.fsdp)
+    genotype_lib.check(genotype, cfg.max_params, max_step_flops(cfg, placement.num_devices))
+    _train_and_score(genotype_lib.make(genotype), corpus, cfg, watch, score_test, result,
+                     placement)
   except genotype_lib.InvalidGenotype as e:
     result.status, result.reason = 'crash', f'invalid genotype: {e}'
   except Exception as e:  # A bad genotype must never stop the search.
@@ -210,41 +287,52 @@ def _in_space(genotype) -> bool:
     return False
 
 
-def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, score_test, result):
+def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, score_test, result,
+                     placement: Placement):
   model_cfg = genotype_lib.model_config(genotype, cfg.compute_dtype)
   optim_cfg = genotype_lib.optim_config(genotype)
   batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
   micro = cfg.micro_batch_size or batch_size
+  n = placement.num_devices
   if batch_size % micro:
     raise genotype_lib.InvalidGenotype(
         f'batch_size={batch_size} is not a multiple of micro_batch_size={micro}')
+  if micro % n:
+    raise genotype_lib.InvalidGenotype(
+        f'{"micro_batch_size" if micro < batch_size else "batch_size"}={micro} does not '
+        f'split over {n} devices')
 
   # Abstract shapes first, then compile everything before the clock starts.
   compile_start = time.perf_counter()
   graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: gpt.GPT(model_cfg, nnx.Rngs(0))))
   tx = optim.build(optim_cfg, abstract_params)
-  init = jax.jit(lambda key: nnx.state(gpt.GPT(model_cfg, nnx.Rngs(key))))
+  params_sh = placement.state(abstract_params)
+  opt_sh = placement.state(jax.eval_shape(tx.init, abstract_params))
+  init = jax.jit(lambda key: nnx.state(gpt.GPT(model_cfg, nnx.Rngs(key))), out_shardings=params_sh)
   params = init(jax.random.key(cfg.seed))
-  opt_state = jax.jit(tx.init)(params)
+  opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
   batch_spec = jax.ShapeDtypeStruct((batch_size, seq_len + 1), jnp.uint8)
   progress_spec = jax.ShapeDtypeStruct((), jnp.float32)
-  train_step = make_train_step(graphdef, tx, optim_cfg, batch_size // micro).lower(
+  train_step = make_train_step(graphdef, tx, optim_cfg, batch_size // micro,
+                               (params_sh, opt_sh, placement.batch)).lower(
       params, opt_state, batch_spec, progress_spec).compile()
-  eval_sets = {'val': _eval_batches(corpus.val, cfg.val_bytes, seq_len, cfg.eval_batch_tokens)}
+  eval_sets = {'val': _eval_batches(corpus.val, cfg.val_bytes, seq_len, cfg.eval_batch_tokens, n)}
   if score_test:
-    eval_sets['test'] = _eval_batches(corpus.test, cfg.val_bytes, seq_len, cfg.eval_batch_tokens)
+    eval_sets['test'] = _eval_batches(corpus.test, cfg.val_bytes, seq_len, cfg.eval_batch_tokens,
+                                      n)
   inputs, targets, mask = eval_sets['val']
-  eval_step = make_eval_step(graphdef).lower(params, inputs[0], targets[0], mask[0]).compile()
+  eval_step = make_eval_step(graphdef, (params_sh, placement.batch)).lower(
+      params, inputs[0], targets[0], mask[0]).compile()
   result.compile_seconds = time.perf_counter() - compile_start
   result.params = sum(x.size for x in jax.tree_util.tree_leaves(params))
 
   params, steps, stop = _train(train_step, params, opt_state, corpus.train, batch_size, seq_len,
-                               cfg, watch, result)
+                               cfg, watch, result, placement)
   result.steps = steps
   result.tokens = steps * batch_size * seq_len
   if result.train_seconds > 0:
     flops = gpt.flops_per_token(model_cfg) * result.tokens / result.train_seconds
-    result.mfu_percent = 100.0 * flops / hardware.peak_flops(cfg.compute_dtype)
+    result.mfu_percent = 100.0 * flops / (n * hardware.peak_flops(cfg.compute_dtype))
   result.peak_memory_gb = hardware.peak_memory_gb()
   if stop is not None:
     result.status, result.reason, result.predicted_bpb = stop.status, stop.reason, stop.predicted_bpb
@@ -253,7 +341,8 @@ def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, score_test, resu
   eval_start = time.perf_counter()
   scores = {}
   for name, (inputs, targets, mask) in eval_sets.items():
-    total_nats = sum(float(eval_step(params, inputs[i], targets[i], mask[i]))
+    put = lambda a: placement.put(a, placement.batch)  # noqa: E731
+    total_nats = sum(float(eval_step(params, put(inputs[i]), put(targets[i]), put(mask[i])))
                      for i in range(len(inputs)))
     scores[name] = bits_per_byte(total_nats, int(mask.sum()))
   result.eval_seconds = time.perf_counter() - eval_start
@@ -266,20 +355,29 @@ def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, score_test, resu
 
 
 def _train(train_step, params, opt_state, train_split, batch_size, seq_len, cfg: TrialConfig,
-           watch, result):
+           watch, result, placement: Placement):
   """The budgeted loop. Returns (params, finished steps, Stop or None)."""
   rng = np.random.default_rng(cfg.seed)
   budget = cfg.budget_seconds
+  follow_leader = jax.process_count() > 1
   clock_start = time.perf_counter()
   pending = None   # (step index, loss array): dispatched, not yet read
   dispatched_steps = 0
   stop = None
   while True:
     elapsed = time.perf_counter() - clock_start
+    more = (stop is None and elapsed < budget and
+            not (cfg.max_steps and dispatched_steps >= cfg.max_steps))
+    progress = elapsed / budget if budget > 0 else 1.0
+    if follow_leader:
+      stop, more, progress = _leader_decides(stop, more, progress)
+      if stop is not None:
+        break
     previous, pending = pending, None
-    if elapsed < budget:
-      batch = data.sample_batch(rng, train_split, batch_size, seq_len)
-      params, opt_state, loss = train_step(params, opt_state, batch, np.float32(elapsed / budget))
+    if more:
+      batch = placement.put(data.sample_batch(rng, train_split, batch_size, seq_len),
+                            placement.batch)
+      params, opt_state, loss = train_step(params, opt_state, batch, np.float32(progress))
       dispatched_steps += 1
       pending = (dispatched_steps, loss)
     if previous is None:
@@ -293,11 +391,22 @@ def _train(train_step, params, opt_state, train_split, batch_size, seq_len, cfg:
     stop = _check_loss(loss_value, step, cfg)
     if stop is None and watch is not None:
       stop = watch(LossReading(seconds, min(seconds / budget, 1.0), step, loss_value))
-    if stop is not None or pending is None:
+    if not follow_leader and (stop is not None or pending is None):
       break
   jax.block_until_ready(params)
   result.train_seconds = time.perf_counter() - clock_start
   return params, dispatched_steps, stop
+
+
+def _leader_decides(stop: Optional[Stop], more: bool, progress: float):
+  """(stop, more, progress) of process 0, on every process: one small collective per
+  step, so that all processes run the same steps with the same learning rate. A stop
+  is sent whole, once."""
+  stopping, more, progress = (float(v) for v in multihost_utils.broadcast_one_to_all(
+      np.array([stop is not None, more, progress], np.float32)))
+  if stopping:
+    stop = Stop(**distributed.broadcast_json(dataclasses.asdict(stop) if stop else None))
+  return stop, bool(more), progress
 
 
 def _check_loss(loss: float, step: int, cfg: TrialConfig) -> Optional[Stop]:

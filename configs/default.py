@@ -69,7 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
       max_step_fraction=0.05,  # refused as too slow: a step over this x budget at the matmul ceiling
       max_loss=16.6,           # nats; a training loss above this ends the trial as a crash
       micro_batch_size=0,      # sequences per forward/backward (grad accumulation); 0 = batch
-      compute_dtype='float32',  # activation dtype: 'float32' | 'bfloat16'
+      compute_dtype='float32',  # activation dtype: 'float32' | 'bfloat16'; weights stay float32
+      fsdp=False,              # shard parameters and optimizer state over the devices (else replicated)
+      max_steps=0,             # steps; end training after this many even within the budget; 0 = budget only
       seed=0,                  # init and batch-sampling seed
   ))
 
@@ -130,6 +132,16 @@ def get_config() -> ml_collections.ConfigDict:
       keep=3,                  # checkpoints kept (the newest; older ones are deleted)
       grace_seconds=30.0,      # seconds from SIGTERM/SIGINT to exit
       allow_config_change=False,  # resume even if data/trial/search/agent config changed
+  ))
+
+  # Many hosts (jax.distributed): every process runs the same command. All unset and
+  # auto off: one process. Unset fields fall back to JAX_COORDINATOR_ADDRESS,
+  # JAX_NUM_PROCESSES, JAX_PROCESS_ID.
+  config.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address='',  # host:port of process 0's coordinator, e.g. '10.0.0.1:1234'
+      num_processes=0,         # processes in all; 0 = unset
+      process_id=-1,           # this process, 0..num_processes-1; -1 = unset
+      auto=False,              # let JAX detect the cluster (SLURM, Open MPI, Cloud TPU, k8s)
   ))
 
   config.genotype = baseline_genotype()
