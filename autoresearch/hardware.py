@@ -26,7 +26,7 @@ _DATASHEET = {
 
 
 def device_kind() -> str:
-  return jax.devices()[0].device_kind
+  return jax.local_devices()[0].device_kind
 
 
 def measure_matmul_flops(dtype: str = 'float32', size: int = 1024, seconds: float = 1.0) -> float:
@@ -58,7 +58,7 @@ def peak_flops(dtype: str = 'float32') -> float:
 def peak_memory_gb() -> float:
   """Peak memory in GB: the device's own counter where it keeps one (GPU, TPU), else
   the process's peak resident set (on CPU, a high-water mark over the whole process)."""
-  stats = jax.devices()[0].memory_stats() or {}
+  stats = jax.local_devices()[0].memory_stats() or {}
   if 'peak_bytes_in_use' in stats:
     return stats['peak_bytes_in_use'] / 1e9
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB

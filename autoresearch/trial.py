@@ -298,9 +298,8 @@ def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, score_test, resu
     raise genotype_lib.InvalidGenotype(
         f'batch_size={batch_size} is not a multiple of micro_batch_size={micro}')
   if micro % n:
-    raise genotype_lib.InvalidGenotype(
-        f'{"micro_batch_size" if micro < batch_size else "batch_size"}={micro} does not '
-        f'split over {n} devices')
+    name = 'micro_batch_size' if micro < batch_size else 'batch_size'
+    raise genotype_lib.InvalidGenotype(f'{name}={micro} is not divisible by {n} devices')
 
   # Abstract shapes first, then compile everything before the clock starts.
   compile_start = time.perf_counter()
@@ -322,7 +321,8 @@ def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, score_test, resu
                                       n)
   inputs, targets, mask = eval_sets['val']
   eval_step = make_eval_step(graphdef, (params_sh, placement.batch)).lower(
-      params, inputs[0], targets[0], mask[0]).compile()
+      params, *(jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in (inputs, targets, mask))
+  ).compile()
   result.compile_seconds = time.perf_counter() - compile_start
   result.params = sum(x.size for x in jax.tree_util.tree_leaves(params))
 

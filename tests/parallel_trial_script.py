@@ -1,0 +1,88 @@
+"""Trials on several (fake CPU) devices or processes, for tests/test_parallel.py.
+
+  XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/parallel_trial_script.py devices
+  python tests/parallel_trial_script.py process PROCESS_ID NUM_PROCESSES PORT
+
+`devices`: the tiny baseline (batch 8) for a fixed number of steps on 1 device, on 4
+(data-parallel), on 4 with fsdp, with micro-batches on 1 and 4, and on 3, which the
+batch does not divide. `process`: joins the other processes through jax.distributed,
+takes two proposals broadcast by process 0, and runs each on the devices of all
+processes; process 0 alone watches the second and stops it at step 3. Prints one JSON
+object on its last line.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+
+from autoresearch import data, distributed, genotype as genotype_lib, modes, trial  # noqa: E402
+from configs import tiny  # noqa: E402
+
+STEPS = 8  # steps of every trial here
+
+
+def setup():
+  config = tiny.get_config()
+  config.genotype.batch_size = 8
+  config.trial.budget_seconds = 600.0  # never reached: max_steps ends training
+  config.trial.max_steps = STEPS
+  return config, genotype_lib.from_config(config), modes.trial_config(config)
+
+
+def summary(result: trial.TrialResult) -> dict:
+  return {'status': result.status, 'reason': result.reason, 'steps': result.steps,
+          'losses': [loss for _, _, loss in result.loss_curve], 'val_bpb': result.val_bpb,
+          'genotype': result.genotype}
+
+
+def on_devices():
+  config, genotype, cfg = setup()
+  corpus = modes.load_corpus(config)
+  devices = jax.devices()
+  assert len(devices) == 4, devices
+  runs = {
+      'one': (genotype, cfg, devices[:1]),
+      'four': (genotype, cfg, devices),
+      'four_fsdp': (genotype, dataclasses.replace(cfg, fsdp=True), devices),
+      'one_micro': (genotype, dataclasses.replace(cfg, micro_batch_size=4), devices[:1]),
+      'four_micro': (genotype, dataclasses.replace(cfg, micro_batch_size=4), devices),
+      'indivisible': (genotype, cfg, devices[:3]),
+  }
+  return {name: summary(trial.run(g, corpus, c, devices=d)) for name, (g, c, d) in runs.items()}
+
+
+def on_processes(process_id: int, num_processes: int, port: int):
+  config, genotype, cfg = setup()
+  config.distributed.coordinator_address = f'localhost:{port}'
+  config.distributed.num_processes = num_processes
+  config.distributed.process_id = process_id
+  distributed.initialize(config)
+  corpus = modes.load_corpus(config)
+  out = {'process_index': jax.process_index(), 'device_count': jax.device_count(),
+         'local_device_count': jax.local_device_count(), 'trials': []}
+  proposals = [{'genotype': genotype, 'seed': 0},
+               {'genotype': dict(genotype, d_model=64), 'seed': 1}]
+  for i in range(2):
+    proposal = distributed.broadcast_json(proposals[i] if distributed.is_leader() else None)
+    watch = None
+    if i == 1 and distributed.is_leader():
+      watch = lambda r: trial.Stop('leader stops', predicted_bpb=3.0) if r.step == 3 else None
+    result = trial.run(proposal['genotype'], corpus,
+                       dataclasses.replace(cfg, seed=proposal['seed']), watch=watch,
+                       devices=jax.devices())
+    out['trials'].append(dict(summary(result), predicted_bpb=result.predicted_bpb))
+  distributed.sync('done')
+  return out
+
+
+if __name__ == '__main__':
+  if sys.argv[1] == 'devices':
+    report = on_devices()
+  else:
+    report = on_processes(*map(int, sys.argv[2:5]))
+  print(json.dumps(report))
