@@ -1,0 +1,111 @@
+"""Accelerator check: the config's baseline on one device, then data-parallel on all.
+
+    python benchmarks/gpu_check.py --config=configs/h100.py [--budget_seconds=60]
+        [--dp_steps=20] [--matmul_size=8192] [--config.trial.micro_batch_size=16 ...]
+
+Run through benchmarks/gpu_check.sh on a GPU host. In order:
+
+1. The matmul ceiling of one device in the config's compute dtype (bf16 for h100.py),
+   measured with `hardware.measure_matmul_flops` at --matmul_size: what the card does,
+   not its datasheet.
+2. The baseline genotype as `--mode=trial` trains it (compile outside the budget, the
+   loop of `autoresearch/trial.py`), on one device for --budget_seconds.
+3. The same genotype data-parallel over all local devices for --dp_steps steps (skipped
+   on a host with one device: step 2 already ran the mesh over it).
+
+Each trial prints tokens/s (from its first loss reading to its last, so the first
+step's one-off costs are left out), compile seconds and MFU: model FLOP/s
+(`gpt.flops_per_token` x tokens/s) over (devices x the measured ceiling). The data
+source defaults to the embedded pystdlib corpus, so the check needs no download; the
+throughput does not depend on the bytes. The last line is `mfu: X`, the one-device
+baseline's, as a fraction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+  sys.path.insert(0, _REPO_ROOT)
+
+import jax  # noqa: E402
+from absl import app, flags  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from autoresearch import genotype as genotype_lib, hardware, modes, trial  # noqa: E402
+from models import gpt  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', 'configs/h100.py', 'Configuration file.')
+flags.DEFINE_float('budget_seconds', 60.0, 'Training seconds of the one-device baseline.')
+flags.DEFINE_integer('dp_steps', 20, 'Steps of the data-parallel trial over all local devices.')
+flags.DEFINE_integer('matmul_size', 8192, 'Side of the square matmul that measures the ceiling.')
+flags.DEFINE_bool('allow_cpu', False, 'Run even when JAX sees no accelerator (a logic check).')
+
+
+def steady_tokens_per_s(result: trial.TrialResult, tokens_per_step: int) -> float:
+  """Tokens/s between the first and the last loss reading (the first step's one-off
+  costs left out), or over the whole training time when there are too few readings."""
+  curve = result.loss_curve
+  if len(curve) >= 3 and curve[-1][0] > curve[0][0]:
+    return (curve[-1][1] - curve[0][1]) * tokens_per_step / (curve[-1][0] - curve[0][0])
+  return result.tokens / result.train_seconds if result.train_seconds else 0.0
+
+
+def report(name: str, result: trial.TrialResult, model_cfg, tokens_per_step: int,
+           ceiling: float, devices: int):
+  """Prints one trial's figures; returns (MFU over `devices` x `ceiling`, tokens/s)."""
+  tokens_per_s = steady_tokens_per_s(result, tokens_per_step)
+  mfu = gpt.flops_per_token(model_cfg) * tokens_per_s / (devices * ceiling)
+  print(f'{name}_devices: {devices}')
+  print(f'{name}_status: {result.status} {result.reason or ""}'.rstrip())
+  print(f'{name}_steps: {result.steps}')
+  print(f'{name}_train_seconds: {result.train_seconds:.1f}')
+  print(f'{name}_compile_seconds: {result.compile_seconds:.1f}')
+  print(f'{name}_tokens_per_s: {tokens_per_s:,.0f}')
+  print(f'{name}_peak_memory_gb: {result.peak_memory_gb:.2f}')
+  print(f'{name}_mfu_vs_datasheet_percent: {result.mfu_percent:.2f}')
+  print(f'{name}_mfu: {mfu:.4f}')
+  return mfu, tokens_per_s
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  devices = jax.local_devices()
+  print(f'jax: {jax.__version__}, backend: {jax.default_backend()}')
+  print(f'devices: {len(devices)} x {devices[0].device_kind}')
+  if jax.default_backend() == 'cpu' and not FLAGS.allow_cpu:
+    sys.exit('gpu_check: JAX sees no GPU (backend cpu); install jax[cuda12] or pass --allow_cpu')
+  dtype = config.trial.compute_dtype
+  ceiling = hardware.measure_matmul_flops(dtype, size=FLAGS.matmul_size)
+  print(f'matmul_ceiling_tflops_{dtype}: {ceiling / 1e12:.1f} (one device, {FLAGS.matmul_size}^2)')
+
+  corpus = modes.load_corpus(config)
+  genotype = genotype_lib.from_config(config)
+  model_cfg = genotype_lib.model_config(genotype, dtype)
+  tokens_per_step = genotype['batch_size'] * genotype['seq_len']
+  print(f'genotype: {genotype_lib.genotype_id(genotype)}, params_M: '
+        f'{gpt.count_params(model_cfg) / 1e6:.3f}, tokens_per_step: {tokens_per_step:,}')
+  cfg = dataclasses.replace(modes.trial_config(config), budget_seconds=FLAGS.budget_seconds)
+  result = trial.run(genotype, corpus, cfg, devices=devices[:1])
+  print(f'baseline_val_bpb: {result.val_bpb}')
+  mfu, tokens_per_s = report('baseline', result, model_cfg, tokens_per_step, ceiling, 1)
+
+  if len(devices) > 1:
+    dp_cfg = dataclasses.replace(cfg, max_steps=FLAGS.dp_steps)
+    dp = trial.run(genotype, corpus, dp_cfg, devices=devices)
+    _, dp_tokens_per_s = report('data_parallel', dp, model_cfg, tokens_per_step, ceiling,
+                                len(devices))
+    if tokens_per_s:
+      print(f'data_parallel_scaling: {dp_tokens_per_s / (len(devices) * tokens_per_s):.3f}')
+  else:
+    print('data_parallel: skipped (one local device)')
+  print(f'mfu: {mfu:.4f}')
+
+
+if __name__ == '__main__':
+  app.run(main)
