@@ -12,13 +12,14 @@ import jax
 import tqdm
 from absl import logging
 
-from autoresearch import data, genotype as genotype_lib, trial
+from autoresearch import data, distributed, genotype as genotype_lib, trial
 
 
 def log_devices() -> None:
   devices = jax.devices()
-  logging.info('JAX %s on %d %s device(s): %s', jax.__version__, len(devices),
-               jax.default_backend(), devices[0].device_kind)
+  logging.info('JAX %s on %d %s device(s): %s; process %d of %d', jax.__version__,
+               len(devices), jax.default_backend(), devices[0].device_kind,
+               jax.process_index(), jax.process_count())
 
 
 def load_corpus(config) -> data.Corpus:
@@ -106,9 +107,10 @@ def run_trial(config, workdir: str) -> trial.TrialResult:
   progress = ProgressLine(cfg.budget_seconds, genotype['batch_size'] * genotype['seq_len'])
   result = trial.run(genotype, corpus, cfg, watch=progress)
   progress.close()
-  with open(os.path.join(workdir, 'trial.json'), 'w') as f:
-    json.dump(result.to_dict(), f)
-  print_summary(result, corpus)
+  if distributed.is_leader():  # on several hosts, process 0 speaks for all
+    with open(os.path.join(workdir, 'trial.json'), 'w') as f:
+      json.dump(result.to_dict(), f)
+    print_summary(result, corpus)
   return result
 
 
@@ -132,8 +134,9 @@ def run_train(config, workdir: str) -> dict:
     progress = ProgressLine(cfg.budget_seconds, genotype['batch_size'] * genotype['seq_len'])
     results[name] = trial.run(genotype, corpus, cfg, watch=progress, score_test=True)
     progress.close()
-  with open(os.path.join(workdir, 'train.json'), 'w') as f:
-    json.dump({k: r.to_dict() for k, r in results.items()}, f)
+  if distributed.is_leader():
+    with open(os.path.join(workdir, 'train.json'), 'w') as f:
+      json.dump({k: r.to_dict() for k, r in results.items()}, f)
   fmt = lambda x: 'nan' if x is None else f'{x:.6f}'
   lines = {'genotype': genotype_lib.describe_diff(candidate, baseline),
            'budget_seconds': f'{cfg.budget_seconds:g}', 'seed': cfg.seed}
@@ -144,7 +147,8 @@ def run_train(config, workdir: str) -> dict:
   for split in ('val', 'test'):
     cv, bv = getattr(c, f'{split}_bpb'), getattr(b, f'{split}_bpb')
     lines[f'{split}_gain_bpb'] = fmt(None if cv is None or bv is None else bv - cv)
-  print('---')
-  for key, value in lines.items():
-    print(f'{key}: {value}')
+  if distributed.is_leader():
+    print('---')
+    for key, value in lines.items():
+      print(f'{key}: {value}')
   return lines
