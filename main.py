@@ -8,7 +8,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from autoresearch import checkpointing, data, genotype, modes, report, search
+from autoresearch import checkpointing, data, distributed, genotype, modes, report, search
 
 MODES = {'search': search.run, 'trial': modes.run_trial, 'report': report.main,
          'train': modes.run_train}
@@ -30,10 +30,12 @@ def main(argv):
   if FLAGS.quiet:
     logging.set_verbosity(logging.WARNING)
     FLAGS.config.search.progress_bar = False
+  distributed.initialize(FLAGS.config)  # several hosts: config.distributed or the environment
   modes.log_devices()
   try:
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
-  except (data.DataError, genotype.InvalidGenotype, checkpointing.CheckpointError) as e:
+  except (data.DataError, genotype.InvalidGenotype, checkpointing.CheckpointError,
+          search.ConfigError) as e:
     sys.exit(f'autoresearch: {e}')
 
 

@@ -16,6 +16,7 @@ import os
 from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -24,7 +25,13 @@ class CheckpointError(RuntimeError):
   """No usable checkpoint, or the workdir cannot hold one."""
 
 
+def _multi_process() -> bool:
+  return jax.process_count() > 1
+
+
 def _abstract(tree):
+  if _multi_process():  # restored as host arrays: process 0's state is its own
+    return jax.tree_util.tree_map(lambda x: np.zeros(np.shape(x), np.asarray(x).dtype), tree)
   return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
 
 
@@ -37,15 +44,21 @@ class Checkpointer:
       os.makedirs(self.directory, exist_ok=True)
     except OSError as e:
       raise CheckpointError(f'cannot create the checkpoint folder {self.directory}: {e}') from e
+    # On several processes only process 0 holds the search state and checkpoints it:
+    # Orbax must not wait for the others.
+    multiprocessing = ocp.options.MultiprocessingOptions(
+        primary_host=0, active_processes={0} if jax.process_count() > 1 else None)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, enable_async_checkpointing=False, create=True,
-        cleanup_tmp_directories=True)
+        max_to_keep=keep, enable_async_checkpointing=False, create=False,  # made above
+        cleanup_tmp_directories=True, multiprocessing_options=multiprocessing)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=('arrays', 'meta'))
 
   def save(self, step: int, arrays: Any, meta: dict) -> None:
     """Writes step `step` completely, or raises CheckpointError and leaves the previous
     steps as they were (Orbax's temporary folder is never renamed into place)."""
+    if _multi_process():  # Orbax saves only global arrays across processes: host copies
+      arrays = jax.tree_util.tree_map(np.asarray, arrays)
     try:
       self.manager.save(step, args=ocp.args.Composite(
           arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)

@@ -49,7 +49,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from autoresearch import agents, checkpointing, evaluator, genotype as genotype_lib
+from autoresearch import agents, checkpointing, distributed, evaluator, genotype as genotype_lib
 from autoresearch import ledger as ledger_lib, modes, trial
 
 
@@ -164,9 +164,10 @@ class Search:
     trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
     self.corpus = modes.load_corpus(config)
     self.trial_config = modes.trial_config(config)
-    self.space = agents.SearchSpace(self.trial_config.max_params,
-                                    trial.max_step_flops(self.trial_config))
     self.parallel, self.device_groups = device_groups(config.search.parallel_trials)
+    per_trial = len(self.device_groups[0] or jax.devices())
+    self.space = agents.SearchSpace(self.trial_config.max_params,
+                                    trial.max_step_flops(self.trial_config, per_trial))
     self.ledger = ledger_lib.Ledger(workdir)
     self.agent = agents.make(config.agent, config.agent.history, config.search.seed,
                              self.space, workdir)
@@ -306,7 +307,10 @@ class Search:
 
   def _train_many(self, jobs: list[tuple]) -> list[trial.TrialResult]:
     """Trains (genotype, seed, evaluator watch) jobs, at most `parallel_trials`, at
-    once: job i on device group i, each in its own thread."""
+    once: job i on device group i, each in its own thread. On several processes the
+    other processes are told the jobs first (see `follow`)."""
+    if jobs and jax.process_count() > 1 and self.interrupt_time is None:
+      distributed.broadcast_json({'jobs': [[genotype, seed] for genotype, seed, _ in jobs]})
     if self.parallel == 1:
       return [self._train(*job) for job in jobs]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(jobs))) as pool:
@@ -514,12 +518,49 @@ class Search:
         signal.signal(sig, handler)
       if self.watchdog is not None:
         self.watchdog.cancel()  # exiting in time by ourselves
+      if jax.process_count() > 1:
+        distributed.broadcast_json({'stop': True})
       self.checkpointer.close()
     return self.state
 
 
-def run(config, workdir: str) -> SearchState:
-  """Runs the search in `workdir` until `config.search.max_trials` trials (0: forever)."""
+def follow(config) -> int:
+  """A process other than 0 of a multi-host search: trains what process 0 sends, on
+  the devices of every process, until it says stop; writes nothing. Process 0 decides
+  when each trial stops (see `trial.py`). A preemption signal here waits for process 0
+  to stop the search (it receives the signal too), or exits after the grace period.
+  Returns the number of trials trained."""
+  corpus, cfg = modes.load_corpus(config), modes.trial_config(config)
+  grace = config.checkpoint.grace_seconds
+
+  def on_signal(signum, frame):
+    logging.warning('signal %d: following process 0 (exit within %.0f s)', signum, grace)
+    timer = threading.Timer(grace, lambda: os._exit(0))
+    timer.daemon = True
+    timer.start()
+
+  handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+  trained = 0
+  try:
+    while True:
+      message = distributed.broadcast_json(None)
+      if message.get('stop'):
+        return trained
+      for genotype, seed in message['jobs']:
+        trial.run(genotype, corpus, dataclasses.replace(cfg, seed=seed))
+        trained += 1
+  finally:
+    for sig, handler in handlers.items():
+      signal.signal(sig, handler)
+
+
+def run(config, workdir: str) -> Optional[SearchState]:
+  """Runs the search in `workdir` until `config.search.max_trials` trials (0: forever).
+  On several processes, process 0 runs it and the others `follow` (returning None)."""
+  if not distributed.is_leader():
+    logging.info('process %d follows process 0: %d trials trained', jax.process_index(),
+                 follow(config))
+    return None
   start = time.time()
   state = Search(config, workdir).run()
   logging.info('search stopped: %d trials in the workdir (%.0f s this run), best val_bpb %.6f',

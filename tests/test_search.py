@@ -133,3 +133,41 @@ def test_parallel_trials_run_at_once_on_disjoint_device_groups_and_survive_kills
   proc = _parallel_search(killed, k, 11, tmp_path / 'ignored.jsonl')
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert _ledger(killed) == expected
+
+
+def _free_port():
+  import socket
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_run_one_search_process_0_records_it_and_it_resumes(tmp_path):
+  """jax.distributed on one machine: two CPU processes, each with one device; every
+  trial is data-parallel over both; only process 0 writes the ledger and checkpoints."""
+  workdir = tmp_path / 'w'
+
+  def launch(max_trials):
+    port = _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, 'main.py', '--config=configs/tiny.py', f'--workdir={workdir}',
+         f'--config.search.max_trials={max_trials}', '--config.search.noise_repeats=2',
+         '--config.trial.budget_seconds=1', '--quiet',
+         f'--config.distributed.coordinator_address=localhost:{port}',
+         '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}'],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+      assert p.returncode == 0, err[-3000:]
+    return [out for out, _ in outputs]
+
+  leader, follower = launch(3)
+  assert [line.split(' |')[0] for line in leader.splitlines() if line.startswith('trial')] == [
+      'trial 1', 'trial 2', 'trial 3']
+  assert 'trial' not in follower   # process 1 trains, process 0 reports and records
+  leader, _ = launch(4)            # resumed by both processes
+  assert [line.split(' |')[0] for line in leader.splitlines() if line.startswith('trial')] == [
+      'trial 4']
+  rows = ledger_lib.read_tsv(str(workdir / 'results.tsv'))
+  assert [int(r['trial']) for r in rows] == [1, 2, 3, 4]
