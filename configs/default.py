@@ -70,8 +70,8 @@ def get_config() -> ml_collections.ConfigDict:
       max_loss=16.6,           # nats; a training loss above this ends the trial as a crash
       micro_batch_size=0,      # sequences per forward/backward (grad accumulation); 0 = batch
       compute_dtype='float32',  # activation dtype: 'float32' | 'bfloat16'; weights stay float32
-      fsdp=False,              # shard parameters and optimizer state over the devices (else replicated)
-      max_steps=0,             # steps; end training after this many even within the budget; 0 = budget only
+      fsdp=False,              # shard parameters and optimizer state over devices; else replicated
+      max_steps=0,             # steps; training ends after this many, even within budget; 0 = none
       seed=0,                  # init and batch-sampling seed
   ))
 
