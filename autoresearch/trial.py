@@ -401,11 +401,12 @@ def _train(train_step, params, opt_state, train_split, batch_size, seq_len, cfg:
 def _leader_decides(stop: Optional[Stop], more: bool, progress: float):
   """(stop, more, progress) of process 0, on every process: one small collective per
   step, so that all processes run the same steps with the same learning rate. A stop
-  is sent whole, once."""
+  is sent whole, once; another process's own stop counts for nothing."""
   stopping, more, progress = (float(v) for v in multihost_utils.broadcast_one_to_all(
       np.array([stop is not None, more, progress], np.float32)))
-  if stopping:
-    stop = Stop(**distributed.broadcast_json(dataclasses.asdict(stop) if stop else None))
+  if not stopping:
+    return None, bool(more), progress
+  stop = Stop(**distributed.broadcast_json(dataclasses.asdict(stop) if stop else None))
   return stop, bool(more), progress
 
 

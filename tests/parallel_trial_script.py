@@ -7,7 +7,8 @@
 (data-parallel), on 4 with fsdp, with micro-batches on 1 and 4, and on 3, which the
 batch does not divide. `process`: joins the other processes through jax.distributed,
 takes two proposals broadcast by process 0, and runs each on the devices of all
-processes; process 0 alone watches the second and stops it at step 3. Prints one JSON
+processes; in the second, process 0's watcher stops at step 3 and process 1's, which
+must be ignored, at step 2. Prints one JSON
 object on its last line.
 """
 
@@ -70,8 +71,10 @@ def on_processes(process_id: int, num_processes: int, port: int):
   for i in range(2):
     proposal = distributed.broadcast_json(proposals[i] if distributed.is_leader() else None)
     watch = None
-    if i == 1 and distributed.is_leader():
-      watch = lambda r: trial.Stop('leader stops', predicted_bpb=3.0) if r.step == 3 else None
+    if i == 1:  # process 0's stop ends the trial everywhere; another's counts for nothing
+      stop_at, stop = ((3, trial.Stop('leader stops', predicted_bpb=3.0))
+                       if distributed.is_leader() else (2, trial.Stop('ignored')))
+      watch = lambda r: stop if r.step == stop_at else None  # noqa: E731
     result = trial.run(proposal['genotype'], corpus,
                        dataclasses.replace(cfg, seed=proposal['seed']), watch=watch,
                        devices=jax.devices())

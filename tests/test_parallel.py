@@ -104,7 +104,8 @@ def test_two_processes_share_proposals_and_train_as_one(on_devices):
   # process samples the same global batch and feeds its own devices' rows.
   _assert_same_run(first, on_devices['four'])
   assert second['genotype']['d_model'] == 64
-  # Only process 0 watched the second trial; its stop reached process 1 whole.
+  # Process 0's stop of the second trial reached process 1 whole; process 1's own
+  # earlier stop did not count.
   assert (second['status'], second['reason'], second['predicted_bpb']) == (
       'aborted', 'leader stops', 3.0)
   assert second['steps'] == 4 and len(second['losses']) == 3
