@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from autoresearch import data, distributed, genotype as genotype_lib, modes, trial  # noqa: E402
+from autoresearch import distributed, genotype as genotype_lib, modes, trial  # noqa: E402
 from configs import tiny  # noqa: E402
 
 STEPS = 8  # steps of every trial here
