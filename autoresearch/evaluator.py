@@ -29,8 +29,11 @@
 * **Decisions.** Stop at once on a non-finite loss or divergence (the loss EMA, half-life
   `smoothing` of the budget, above `divergence_factor` x its running minimum). From
   `min_progress` on, stop when P(final < best - margin) < `delta` under the Gaussian
-  prediction at `confirm` consecutive checks. `check_stall` stops a trial whose steps no
-  longer finish.
+  prediction at `confirm` consecutive checks. A reading that comes more than
+  `stall_seconds` after the one before (a step that took that long) stops the trial
+  too; `check_stall` says the same for a clock reading between steps. A step that never
+  returns cannot be stopped from inside the process: the trial's step-FLOPs cap
+  (`trial.max_step_fraction`) refuses the slow genotypes before they compile.
 """
 
 from __future__ import annotations
@@ -504,7 +507,10 @@ class Evaluator:
     return stop
 
   def _watch(self, reading: trial.LossReading) -> Optional[trial.Stop]:
+    stalled = self.check_stall(reading.seconds)   # the step just read took too long
     self.last_seconds = reading.seconds
+    if stalled is not None:
+      return stalled
     if not math.isfinite(reading.loss):
       return trial.Stop(f'training loss is {reading.loss} at step {reading.step}')
     progress = reading.seconds / self.budget_seconds
@@ -546,7 +552,7 @@ class Evaluator:
 
   def check_stall(self, now_seconds: float) -> Optional[trial.Stop]:
     """A Stop when no reading arrived for stall_seconds up to `now_seconds` (training
-    seconds, the clock of LossReading.seconds), else None."""
+    seconds, the clock of LossReading.seconds), else None. Every reading is checked."""
     waited = now_seconds - self.last_seconds
     if self.cfg.enabled and self.cfg.stall_seconds > 0 and waited > self.cfg.stall_seconds:
       return trial.Stop(f'stalled: no step finished in {waited:.1f} s '

@@ -303,3 +303,12 @@ def test_stall_detection(calibrated):
   assert watch.check_stall(14.0) is None
   assert watch.check_stall(15.5) is not None
   assert _watch(calibrated, _best_bpb(), stall_seconds=0.0).check_stall(1e9) is None
+
+
+def test_a_step_slower_than_stall_seconds_stops_the_trial(calibrated):
+  watch = _watch(calibrated, _best_bpb())
+  assert watch(trial.LossReading(1.0, 1.0 / BUDGET, 1, 5.0)) is None
+  assert watch(trial.LossReading(2.0, 2.0 / BUDGET, 2, 4.9)) is None
+  stop = watch(trial.LossReading(2.0 + watch.cfg.stall_seconds + 1, 0.5, 3, 4.8))
+  assert stop is not None and stop.status == 'aborted' and stop.reason.startswith('stalled')
+  assert stop.predicted_bpb is None
