@@ -47,7 +47,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from autoresearch import search  # noqa: E402
+from autoresearch import ledger as ledger_lib, search  # noqa: E402
 from configs import default, h100, tiny  # noqa: E402
 
 ALL_AGENTS = ('ppo', 'random', 'random_global', 'evolution', 'tpe', 'cmaes')
@@ -96,10 +96,14 @@ def run_one(preset: Preset, agent: str, seed: int, run_seconds: float, workdir: 
   points = []
 
   def record():
-    for record in s.ledger.read_records()[len(points):]:
-      points.append({'trial': record['trial'], 'seconds': time.monotonic() - start,
-                     'proposer': record['agent'], 'status': record['status'],
-                     'val_bpb': record['val_bpb'], 'best_bpb': record['best_bpb']})
+    # results.tsv, not trials.jsonl: its rows carry no loss curves, so reading it after
+    # every trial stays cheap however many trials the run has.
+    for row in ledger_lib.read_tsv(s.ledger.tsv_path)[len(points):]:
+      val_bpb = float(row['val_bpb'])
+      points.append({'trial': int(row['trial']), 'seconds': time.monotonic() - start,
+                     'proposer': row['agent'], 'status': row['status'],
+                     'val_bpb': val_bpb if val_bpb > 0 else None,  # 0.000000: no score
+                     'best_bpb': float(row['best_bpb'])})
 
   try:
     s.measure_noise()
