@@ -367,9 +367,6 @@ class Search:
     print(f'trial {row["trial"]} | {row["agent"]} | {row["description"]} | val_bpb {bpb} | '
           f'{row["status"]} | best {row["best_bpb"]:.6f}', flush=True)
 
-  def _room(self, rows: int) -> bool:
-    return self._room_left() >= rows
-
   def _room_left(self) -> int:
     """Ledger rows left before `max_trials` (a large number when there is no limit)."""
     max_trials = self.config.search.max_trials
@@ -380,7 +377,7 @@ class Search:
   def measure_noise(self) -> None:
     """Trains the baseline `noise_repeats` times (K at a time); sets best_bpb and sigma."""
     s, search = self.state, self.config.search
-    while len(s.baseline_bpbs) < search.noise_repeats and self._room(1):
+    while len(s.baseline_bpbs) < search.noise_repeats and self._room_left() > 0:
       first = len(s.baseline_bpbs)
       wave = min(self.parallel, search.noise_repeats - first, self._room_left())
       results = self._train_many([(s.best_genotype, self.trial_config.seed + first + i, None)
@@ -509,7 +506,7 @@ class Search:
     handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
       self.measure_noise()
-      while self._room(1):
+      while self._room_left() > 0:
         self.step()
     except Interrupted:
       logging.info('interrupted: %d trials are recorded and checkpointed', self.state.trials)

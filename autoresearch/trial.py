@@ -133,13 +133,12 @@ def max_step_flops(cfg: TrialConfig, num_devices: int = 1) -> float:
 class Placement:
   """Where a trial's arrays live: a mesh ('data', 'fsdp') over its devices."""
   mesh: Mesh
-  fsdp: bool
 
   @classmethod
   def over(cls, devices, fsdp: bool) -> 'Placement':
     devices = np.asarray(list(devices))
     shape = (1, devices.size) if fsdp else (devices.size, 1)
-    return cls(Mesh(devices.reshape(shape), ('data', 'fsdp')), fsdp)
+    return cls(Mesh(devices.reshape(shape), ('data', 'fsdp')))
 
   @property
   def num_devices(self) -> int:
