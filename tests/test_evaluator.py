@@ -1,4 +1,4 @@
-"""The self-evaluator: the power-law fit, the calibration and the stop decisions."""
+"""The self-evaluator: the calibration and the stop decisions."""
 
 import dataclasses
 import json
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from autoresearch import evaluator, trial
+from autoresearch import evaluator, learning_curve, trial
 
 BUDGET = 60.0   # seconds of the synthetic trials
 READINGS = 600  # readings per synthetic trial
@@ -51,38 +51,6 @@ def _watch(calibration, best_bpb, **overrides):
                              budget_seconds=BUDGET)
 
 
-# --- the fit ------------------------------------------------------------------------------
-
-@pytest.mark.parametrize('a,b,c', [(0.5, 0.5, 1.5), (1.0, 0.3, 1.0), (0.3, 0.8, 2.0),
-                                   (2.0, 0.2, 0.8), (0.2, 1.2, 1.2)])
-def test_fit_recovers_a_noisy_power_law(a, b, c):
-  rng = np.random.default_rng(1)
-  progress = np.linspace(0.02, 1.0, 1000)
-  fit = evaluator.fit_power_law(progress, c + a * progress ** -b + rng.normal(0, 0.01, 1000))
-  # Tolerances: a and c trade off against each other when b is small; a + c does not.
-  assert fit.a == pytest.approx(a, rel=0.1)
-  assert fit.b == pytest.approx(b, abs=0.02)
-  assert fit.c == pytest.approx(c, abs=0.1)
-  assert fit.final == pytest.approx(a + c, abs=0.01)
-  # The fit sees means of ~1000/256 readings: their scatter is smaller by its square root.
-  assert fit.residual_scale == pytest.approx(0.01 / math.sqrt(1000 / 256), rel=0.3)
-  # From the first 30% of the budget only, the extrapolation to p = 1 still lands close.
-  early = progress <= 0.3
-  partial = evaluator.fit_power_law(progress[early], c + a * progress[early] ** -b
-                                    + rng.normal(0, 0.01, early.sum()))
-  assert partial.final == pytest.approx(a + c, abs=0.04)
-
-
-def test_fit_compiles_once_for_any_number_of_readings():
-  evaluator.fit_power_law(np.linspace(0.1, 1, 5), np.linspace(3, 2, 5))
-  traces = evaluator._TRACES['fit']
-  for n in (7, 100, 256, 257, 5000):
-    p = np.linspace(0.05, 1.0, n)
-    fit = evaluator.fit_power_law(p, 1.0 + 0.5 * p ** -0.5)
-    assert fit.final == pytest.approx(1.5, abs=0.01)
-  assert evaluator._TRACES['fit'] == traces
-
-
 # --- the calibration ------------------------------------------------------------------------
 
 def test_calibration_learns_the_bias_and_improves_with_more_trials():
@@ -95,8 +63,8 @@ def test_calibration_learns_the_bias_and_improves_with_more_trials():
   def errors(calibration):
     errs, stds = [], []
     for record in held_out:
-      feats = evaluator.trial_features(record['loss_curve'], BUDGET, calibration.checkpoints,
-                                       calibration.fit_start)
+      feats = learning_curve.trial_features(record['loss_curve'], BUDGET,
+                                            calibration.checkpoints, calibration.fit_start)
       k = int(np.argmin(np.abs(calibration.checkpoints - checkpoint)))
       mean, std = calibration.predict(feats[k], checkpoint)
       errs.append(abs(mean - record['val_bpb']))
