@@ -49,8 +49,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from autoresearch import agents, checkpointing, distributed, evaluator, genotype as genotype_lib
-from autoresearch import ledger as ledger_lib, modes, trial
+from autoresearch import agents, checkpointing, distributed, evaluator, follower
+from autoresearch import genotype as genotype_lib, ledger as ledger_lib, modes, trial
 
 
 @dataclasses.dataclass
@@ -308,7 +308,7 @@ class Search:
   def _train_many(self, jobs: list[tuple]) -> list[trial.TrialResult]:
     """Trains (genotype, seed, evaluator watch) jobs, at most `parallel_trials`, at
     once: job i on device group i, each in its own thread. On several processes the
-    other processes are told the jobs first (see `follow`)."""
+    other processes are told the jobs first (see follower.py)."""
     if jobs and jax.process_count() > 1 and self.interrupt_time is None:
       distributed.broadcast_json({'jobs': [[genotype, seed] for genotype, seed, _ in jobs]})
     if self.parallel == 1:
@@ -521,42 +521,13 @@ class Search:
     return self.state
 
 
-def follow(config) -> int:
-  """A process other than 0 of a multi-host search: trains what process 0 sends, on
-  the devices of every process, until it says stop; writes nothing. Process 0 decides
-  when each trial stops (see `trial.py`). A preemption signal here waits for process 0
-  to stop the search (it receives the signal too), or exits after the grace period.
-  Returns the number of trials trained."""
-  corpus, cfg = modes.load_corpus(config), modes.trial_config(config)
-  grace = config.checkpoint.grace_seconds
-
-  def on_signal(signum, frame):
-    logging.warning('signal %d: following process 0 (exit within %.0f s)', signum, grace)
-    timer = threading.Timer(grace, lambda: os._exit(0))
-    timer.daemon = True
-    timer.start()
-
-  handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-  trained = 0
-  try:
-    while True:
-      message = distributed.broadcast_json(None)
-      if message.get('stop'):
-        return trained
-      for genotype, seed in message['jobs']:
-        trial.run(genotype, corpus, dataclasses.replace(cfg, seed=seed))
-        trained += 1
-  finally:
-    for sig, handler in handlers.items():
-      signal.signal(sig, handler)
-
-
 def run(config, workdir: str) -> Optional[SearchState]:
   """Runs the search in `workdir` until `config.search.max_trials` trials (0: forever).
-  On several processes, process 0 runs it and the others `follow` (returning None)."""
+  On several processes, process 0 runs it and the others follow it (follower.py;
+  returning None)."""
   if not distributed.is_leader():
     logging.info('process %d follows process 0: %d trials trained', jax.process_index(),
-                 follow(config))
+                 follower.follow(config))
     return None
   start = time.time()
   state = Search(config, workdir).run()
