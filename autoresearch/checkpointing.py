@@ -12,6 +12,7 @@ to the one before it, with a warning.
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 from typing import Any, Optional
 
@@ -19,6 +20,17 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+
+class _QuietEmptyMerge(std_logging.Filter):
+  """Drops Orbax's warning that a save has no per-process OCDBT files to merge: a state
+  without arrays (agents that keep everything in JSON meta) writes none, every trial."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return 'Skipping merge of OCDBT checkpoints' not in str(record.msg)
+
+
+std_logging.getLogger('absl').addFilter(_QuietEmptyMerge())   # Orbax logs through absl
 
 
 class CheckpointError(RuntimeError):

@@ -36,6 +36,17 @@ def test_round_trip_keep_and_fallback_from_a_corrupt_latest(tmp_path):
   assert step == 2 and meta['step'] == 2
 
 
+def test_a_state_without_arrays_round_trips_without_warnings(tmp_path, caplog):
+  # The random, evolution and Optuna agents keep everything in the JSON meta.
+  ckpt = checkpointing.Checkpointer(str(tmp_path))
+  with caplog.at_level('WARNING'):
+    for step in (1, 2):
+      ckpt.save(step, {'agent': {}}, {'step': step})
+  assert [r.getMessage() for r in caplog.records if r.levelname == 'WARNING'] == []
+  step, restored, meta = checkpointing.Checkpointer(str(tmp_path)).restore({'agent': {}})
+  assert (step, restored, meta) == (2, {'agent': {}}, {'step': 2})
+
+
 def test_unwritable_workdir_is_a_clear_error(tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a folder')
