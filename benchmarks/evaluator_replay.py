@@ -50,13 +50,13 @@ last half checkpoint interval, through `trial.report` / `should_prune`; a comple
 is told its recorded val_bpb, a crashed one FAIL. Baseline rows and re-runs are told
 with their reports but never asked should_prune (so they are in the median's history,
 not in successive halving's rungs). Rows: Optuna's defaults, and a setting for a
-~100-trial search: warm-up to the evaluator's min_progress (20% of the budget) and, for
+~100-trial search: warm-up to the evaluator's default min_progress and, for
 the median, 10 completed trials first.
 
-The oracle row bounds every method that may stop only after `min_progress`: it knows
-the recorded finals and stops, at `min_progress`, each trial that will not beat the best
-(so it has no false kill). Its speedup is the most such a method can reach on these
-curves, whatever its predictions.
+An oracle row bounds every method that may stop only after its `min_progress` (one row
+per min_progress of the evaluator rows): it knows the recorded finals and stops, at
+`min_progress`, each trial that will not beat the best (so it has no false kill). Its
+speedup is the most such a method can reach on these curves, whatever its predictions.
 
 Prints the trials, budget and sources, the table, then `speedup: X` and
 `false_kill_rate: Y` (the evaluator at its default EvaluatorConfig) as the last lines.
@@ -81,6 +81,7 @@ from configs import default  # noqa: E402
 
 SWEEP_DELTAS = (0.01, 0.05, 0.1)   # P(beats the best) thresholds of the sweep rows
 SWEEP_CONFIRMS = (1, 2)            # consecutive hopeless checks of the sweep rows
+SWEEP_MIN_PROGRESS = (0.1, 0.15, 0.2)   # earliest predicted-bpb stops of the sweep rows
 PREDICTION_POINTS = (0.25, 0.5)    # fractions of the budget where the MAE is measured
 
 
@@ -405,7 +406,8 @@ def warm_up() -> None:
 def methods(margin_sigmas: float, with_optuna: bool, sweep: bool, notes: list):
   """[(row label, method)]: the default evaluator first, then the sweep and Optuna."""
   base = evaluator.EvaluatorConfig()
-  rows = [(f'evaluator default (delta={base.delta:g}, confirm={base.confirm})',
+  rows = [(f'evaluator default (delta={base.delta:g}, confirm={base.confirm}, '
+           f'min_progress={base.min_progress:g})',
            EvaluatorMethod(base, margin_sigmas))]
   if sweep:
     for delta in SWEEP_DELTAS:
@@ -413,8 +415,14 @@ def methods(margin_sigmas: float, with_optuna: bool, sweep: bool, notes: list):
         if (delta, confirm) != (base.delta, base.confirm):
           rows.append((f'evaluator delta={delta:g}, confirm={confirm}', EvaluatorMethod(
               dataclasses.replace(base, delta=delta, confirm=confirm), margin_sigmas)))
-  rows.append((f'oracle bound (stops every loser at {base.min_progress:g})',
-               OracleMethod(base.min_progress)))
+    for min_progress in SWEEP_MIN_PROGRESS:
+      if min_progress == base.min_progress:
+        continue
+      rows.append((f'evaluator min_progress={min_progress:g}', EvaluatorMethod(
+          dataclasses.replace(base, min_progress=min_progress), margin_sigmas)))
+  for min_progress in sorted({base.min_progress, *(SWEEP_MIN_PROGRESS if sweep else ())}):
+    rows.append((f'oracle bound (stops every loser at {min_progress:g})',
+                 OracleMethod(min_progress)))
   if not with_optuna:
     return rows
   try:
@@ -467,7 +475,7 @@ def main(argv: Optional[list] = None) -> list[str]:
   parser.add_argument('--no-optuna', dest='optuna', action='store_false',
                       help='skip the Optuna pruner rows')
   parser.add_argument('--no-sweep', dest='sweep', action='store_false',
-                      help='skip the delta x confirm sweep rows')
+                      help='skip the sweep rows (delta x confirm, min_progress)')
   args = parser.parse_args(argv)
   search_cfg = default.get_config().search
   keep_sigmas = float(search_cfg.keep_sigmas)

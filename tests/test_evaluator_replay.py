@@ -132,3 +132,15 @@ def test_the_oracle_stops_only_the_losers_at_min_progress():
   assert (metrics.searched, metrics.aborted, metrics.false_kill_rate) == (4, 1, 0.0)
   # The loser costs its setup (2 s) and a quarter of its 6 s budget instead of 10 s.
   assert metrics.seconds_without - metrics.seconds_with == pytest.approx(10.0 - 3.5)
+
+
+def test_the_sweep_has_an_oracle_row_for_each_min_progress_it_tries():
+  rows = evaluator_replay.methods(0.0, with_optuna=False, sweep=True, notes=[])
+  labels = [label for label, _ in rows]
+  assert len(set(labels)) == len(labels)
+  evaluator_rows = {m.cfg.min_progress for _, m in rows
+                    if isinstance(m, evaluator_replay.EvaluatorMethod)}
+  oracle_rows = [m.min_progress for _, m in rows
+                 if isinstance(m, evaluator_replay.OracleMethod)]
+  assert sorted(oracle_rows) == sorted(evaluator_rows)
+  assert evaluator_rows >= set(evaluator_replay.SWEEP_MIN_PROGRESS)
