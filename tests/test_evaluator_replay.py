@@ -144,3 +144,17 @@ def test_the_sweep_has_an_oracle_row_for_each_min_progress_it_tries():
                  if isinstance(m, evaluator_replay.OracleMethod)]
   assert sorted(oracle_rows) == sorted(evaluator_rows)
   assert evaluator_rows >= set(evaluator_replay.SWEEP_MIN_PROGRESS)
+
+
+def test_the_fastest_pruner_within_the_false_kill_limit():
+  def metrics(without, kills, better):
+    return evaluator_replay.Metrics(seconds_without=without, seconds_with=100.0, better=better,
+                                    killed_better=kills)
+
+  rows = [('optuna median a', metrics(300.0, 5, 19)),    # fastest, but 26% false kills
+          ('optuna median b', metrics(150.0, 0, 19)),
+          ('optuna median c', metrics(120.0, 0, 19)),
+          ('optuna SHA a', metrics(400.0, 2, 19))]
+  label, best = evaluator_replay.best_within(rows, 'optuna median')
+  assert (label, best.speedup) == ('optuna median b', 1.5)
+  assert evaluator_replay.best_within(rows, 'optuna SHA') is None
