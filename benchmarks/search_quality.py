@@ -5,8 +5,8 @@ shared machine does not fall on one agent's runs only), a fresh search runs in i
 workdir for the same wall-clock budget on the same config: the trial runner, the
 self-evaluator, the keep rule, the ledger and the checkpoints are those of the main
 job. A run counts the trials that finished within its budget (and the noise runs of the
-baseline, which every run has, even where they outlast a short budget); the best-so-far val_bpb is the search's own best (noise-aware
-keep rule) after each of them.
+baseline, which every run has, even where they outlast a short budget); the best-so-far
+val_bpb is the search's own best (noise-aware keep rule) after each of them.
 
 Outputs, in --results:
   trajectories.tsv     every trial of every run: agent, seed, trial, seconds, status,
@@ -71,7 +71,8 @@ flags.DEFINE_enum('preset', 'cpu', list(PRESETS), 'Config, budget and seeds.')
 flags.DEFINE_list('agents', list(ALL_AGENTS), f'Agents to compare, from {ALL_AGENTS}.')
 flags.DEFINE_integer('seeds', 0, 'Seeds per agent; 0: the preset\'s.')
 flags.DEFINE_float('run_seconds', 0.0, 'Wall-clock seconds per run; 0: the preset\'s.')
-flags.DEFINE_string('results', '', 'Results folder; default benchmarks/results/search_quality_<preset>.')
+flags.DEFINE_string('results', '',
+                    'Results folder; default benchmarks/results/search_quality_<preset>.')
 flags.DEFINE_string('workroot', '', 'Folder of the runs\' workdirs; default <results>/workdirs.')
 FLAGS = flags.FLAGS
 

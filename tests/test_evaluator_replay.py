@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from benchmarks import evaluator_replay   # a namespace package: the repository root is on the path
+# benchmarks is a namespace package: the repository root is on the path.
+from benchmarks import evaluator_replay, replay_methods
 
 BUDGET = 10.0   # seconds of the synthetic trials
 
@@ -77,7 +78,7 @@ class _Stub:
 
   def watch(self, record, best_bpb):
     self.calls.append(('watch', record['trial'], best_bpb))
-    return evaluator_replay.Outcome(self.stop_seconds)
+    return replay_methods.Outcome(self.stop_seconds)
 
   def finish(self, record, outcome):
     pass
@@ -127,7 +128,7 @@ def test_a_stopped_trial_is_neither_re_run_nor_kept_and_costs_its_setup_and_stop
 def test_the_oracle_stops_only_the_losers_at_min_progress():
   search = _search()
   search.records.append(dict(search.records[-1], trial=8, val_bpb=3.1))   # a clear loser
-  metrics = evaluator_replay.replay_search(evaluator_replay.OracleMethod(0.25), search,
+  metrics = evaluator_replay.replay_search(replay_methods.OracleMethod(0.25), search,
                                            keep_sigmas=2.0)
   assert (metrics.searched, metrics.aborted, metrics.false_kill_rate) == (4, 1, 0.0)
   # The loser costs its setup (2 s) and a quarter of its 6 s budget instead of 10 s.
@@ -139,9 +140,9 @@ def test_the_sweep_has_an_oracle_row_for_each_min_progress_it_tries():
   labels = [label for label, _ in rows]
   assert len(set(labels)) == len(labels)
   evaluator_rows = {m.cfg.min_progress for _, m in rows
-                    if isinstance(m, evaluator_replay.EvaluatorMethod)}
+                    if isinstance(m, replay_methods.EvaluatorMethod)}
   oracle_rows = [m.min_progress for _, m in rows
-                 if isinstance(m, evaluator_replay.OracleMethod)]
+                 if isinstance(m, replay_methods.OracleMethod)]
   assert sorted(oracle_rows) == sorted(evaluator_rows)
   assert evaluator_rows >= set(evaluator_replay.SWEEP_MIN_PROGRESS)
 
@@ -149,12 +150,14 @@ def test_the_sweep_has_an_oracle_row_for_each_min_progress_it_tries():
 def test_the_fastest_pruner_within_the_false_kill_limit():
   def metrics(without, kills, better):
     return evaluator_replay.Metrics(seconds_without=without, seconds_with=100.0, better=better,
-                                    killed_better=kills)
+                                    killed_better=kills, aborted=1 if without > 100 else 0)
 
   rows = [('optuna median a', metrics(300.0, 5, 19)),    # fastest, but 26% false kills
           ('optuna median b', metrics(150.0, 0, 19)),
           ('optuna median c', metrics(120.0, 0, 19)),
-          ('optuna SHA a', metrics(400.0, 2, 19))]
+          ('optuna median d', metrics(100.0, 0, 19)),    # safe because it never stops
+          ('optuna SHA a', metrics(400.0, 2, 19)),
+          ('optuna SHA b', metrics(100.0, 0, 19))]
   label, best = evaluator_replay.best_within(rows, 'optuna median')
   assert (label, best.speedup) == ('optuna median b', 1.5)
   assert evaluator_replay.best_within(rows, 'optuna SHA') is None
