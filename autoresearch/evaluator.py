@@ -192,8 +192,8 @@ class Calibration:
     budget = budget_seconds or record.get('budget_seconds') or record.get('train_seconds')
     if not _ok(record) or not budget:
       return None
-    return learning_curve.trial_features(record['loss_curve'], float(budget), self.checkpoints,
-                          self.fit_start)
+    return learning_curve.trial_features(record['loss_curve'], float(budget),
+                                         self.checkpoints, self.fit_start)
 
   def reference(self, records: Sequence[dict], bpb: float,
                 budget_seconds: Optional[float] = None) -> Optional[Reference]:
