@@ -8,7 +8,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from autoresearch import checkpointing, data, distributed, genotype, modes, report, search
+from autoresearch import checkpointing, data, distributed, executor, genotype, modes, report, search
 
 MODES = {'search': search.run, 'trial': modes.run_trial, 'report': report.main,
          'train': modes.run_train}
@@ -35,7 +35,7 @@ def main(argv):
   try:
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
   except (data.DataError, genotype.InvalidGenotype, checkpointing.CheckpointError,
-          search.ConfigError) as e:
+          executor.ConfigError) as e:
     sys.exit(f'autoresearch: {e}')
 
 

@@ -1,16 +1,13 @@
-"""Proposers of the next trial, behind one interface, and what they observe.
+"""Proposers of the next trial, behind one interface, and the view of the search they see.
 
-Every agent sees the same `policy.Observation` (the current best genotype, the last H
-trials, a few global counters, the mask of valid edits of the best) and proposes
-either one edit (gene index, value index) of the current best or, for the agents that
-search the space by themselves, a whole genotype (`Proposal.genotype`). After the
-trial it is told the reward and the outcome (the genotype's val_bpb, or the
-self-evaluator's prediction for an aborted trial; None for a crash).
-
-    agent.propose(obs, key=None) -> Proposal
-    agent.observe(obs, proposal, reward, next_obs, outcome) -> dict of metrics ({} if none)
-    agent.state_dict() -> (arrays, meta); agent.load_state_dict(arrays, meta)
-        (a pytree of arrays for Orbax, and JSON-able metadata)
+Every agent sees the same `SearchView`: the current best genotype and its val_bpb, σ,
+a few counters, the raw outcomes of the last trials (`HistoryEntry`), and the mask of
+valid edits of the best. It proposes either one edit (gene index, value index) of the
+best or, for the agents that search the space by themselves, a whole genotype
+(`Proposal.genotype`). After the trial it is told the reward and the outcome (the
+genotype's val_bpb, or the self-evaluator's prediction for an aborted trial; None for a
+crash). A learning agent turns the view into its own features (`ppo_agent.py`), so the
+search's checkpoint holds raw outcomes, not one policy's encoding.
 
 Agents (`agent.kind`):
   ppo            a Flax actor-critic over edits of the best, trained by PPO (the default)
@@ -30,18 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from autoresearch import genotype as genotype_lib, ledger, ppo
-from models import policy
-
-HISTORY_DIM = genotype_lib.N_GENES + 5 + len(ledger.STATUSES)
-GLOBALS_DIM = 3
+from autoresearch import genotype as genotype_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,52 +58,58 @@ class Outcome:
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
   """The limits every proposal must respect (see `genotype.check`)."""
-  max_params: int = 0
-  max_step_flops: float = 0.0
+  max_params: int
+  max_step_flops: float
 
 
-def history_row(gene: int, old_value: int, new_value: int, delta_sigmas: float, status: str,
-                budget_fraction: float, became_best: bool) -> np.ndarray:
-  """One trial as the policy reads it: the edit (gene one-hot, the new value's ordinal
-  position, the signed step along the ordered value set; all zero for a whole
-  genotype, gene -1), its outcome (val_bpb gain over
-  the best in units of sigma, squashed), its status, the fraction of the budget used,
-  and whether it became the best."""
-  n_values = max(1, len(genotype_lib.GENES[gene].values) - 1)
-  row = np.zeros(HISTORY_DIM, np.float32)
-  if gene >= 0:  # -1: a whole genotype, not one edit
-    row[gene] = 1.0
-  base = genotype_lib.N_GENES
-  row[base] = new_value / n_values
-  row[base + 1] = (new_value - old_value) / n_values
-  row[base + 2] = math.tanh(delta_sigmas / 3.0) if math.isfinite(delta_sigmas) else -1.0
-  row[base + 3] = min(max(budget_fraction, 0.0), 1.0)
-  row[base + 4] = float(became_best)
-  row[base + 5 + ledger.STATUSES.index(status)] = 1.0
-  return row
+@dataclasses.dataclass(frozen=True)
+class HistoryEntry:
+  """One past proposal as it happened (JSON-able: the checkpoint stores these)."""
+  gene: int               # the edited gene's index; -1 for a whole genotype
+  old_value: int          # its value index in the parent; -1 for a whole genotype
+  new_value: int          # its value index in the candidate; -1 for a whole genotype
+  status: str             # 'keep', 'discard', 'crash' or 'aborted'
+  bpb: Optional[float]    # the outcome's bpb (see Outcome); None without a score
+  best_before: float      # the best val_bpb the proposal was made against
+  sigma: float            # σ of val_bpb at the time, bpb
+  budget_fraction: float  # training seconds / budget
+  became_best: bool
+
+  @property
+  def gain_sigmas(self) -> float:
+    """(best before − bpb) / σ; −inf without a score."""
+    return (self.best_before - self.bpb) / self.sigma if self.bpb is not None else -math.inf
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
 
 
-def build_observation(best: genotype_lib.Genotype, history: list[np.ndarray], history_len: int,
-                      trials: int, since_improvement: int, best_bpb: float,
-                      space: SearchSpace) -> policy.Observation:
-  """The agents' view of the search: `history` holds the rows of past trials, oldest
-  first; the last `history_len` are kept."""
-  rows = np.zeros((history_len, HISTORY_DIM), np.float32)
-  mask = np.zeros(history_len, bool)
-  recent = history[-history_len:]
-  if recent:
-    rows[:len(recent)] = np.stack(recent)
-    mask[:len(recent)] = True
-  globals_ = np.array([math.log1p(trials) / 5.0, math.log1p(since_improvement) / 5.0,
-                       best_bpb / 8.0], np.float32)
-  return policy.Observation(
-      genome=genotype_lib.encode(best), history=rows, history_mask=mask, globals=globals_,
-      edit_mask=genotype_lib.edit_mask(best, space.max_params, space.max_step_flops))
+@dataclasses.dataclass(frozen=True)
+class SearchView:
+  """What every agent sees before it proposes."""
+  best_genotype: dict
+  best_bpb: float                   # val_bpb of the best (a mean over its runs)
+  sigma: float                      # σ of val_bpb, bpb
+  trials: int                       # ledger rows so far
+  since_improvement: int            # proposals since the best last changed
+  history: tuple                    # HistoryEntry of the last trials, oldest first
+  edit_mask: np.ndarray             # bool (N_GENES, MAX_VALUES): valid edits of the best
+  space: SearchSpace
 
 
-def best_of(obs: policy.Observation) -> tuple[dict, float]:
-  """(best genotype, its val_bpb) as `build_observation` wrote them."""
-  return genotype_lib.decode(np.asarray(obs.genome)), float(obs.globals[2]) * 8.0
+class Agent(Protocol):
+  """A proposer of trials. `state_dict` gives (a pytree of arrays for Orbax, JSON-able
+  metadata): everything needed to continue exactly after `load_state_dict`."""
+  kind: str
+
+  def propose(self, view: SearchView) -> Proposal: ...
+
+  def observe(self, view: SearchView, proposal: Proposal, reward: float,
+              next_view: SearchView, outcome: Outcome) -> dict: ...
+
+  def state_dict(self) -> tuple[Any, dict]: ...
+
+  def load_state_dict(self, arrays, meta: dict) -> None: ...
 
 
 class RandomAgent:
@@ -124,12 +120,12 @@ class RandomAgent:
   def __init__(self, seed: int):
     self.rng = np.random.default_rng(seed)
 
-  def propose(self, obs: policy.Observation, key=None) -> Proposal:
-    valid = np.argwhere(np.asarray(obs.edit_mask))
+  def propose(self, view: SearchView) -> Proposal:
+    valid = np.argwhere(view.edit_mask)
     gene, value = valid[self.rng.integers(len(valid))]
     return Proposal(int(gene), int(value), log_prob=-math.log(len(valid)))
 
-  def observe(self, obs, proposal, reward, next_obs, outcome=None) -> dict:
+  def observe(self, view, proposal, reward, next_view, outcome) -> dict:
     return {}
 
   def state_dict(self) -> tuple[Any, dict]:
@@ -144,13 +140,9 @@ class RandomGlobalAgent(RandomAgent):
 
   kind = 'random_global'
 
-  def __init__(self, seed: int, space: SearchSpace):
-    super().__init__(seed)
-    self.space = space
-
-  def propose(self, obs: policy.Observation, key=None) -> Proposal:
-    genotype = genotype_lib.random_genotype(self.rng, self.space.max_params,
-                                            self.space.max_step_flops)
+  def propose(self, view: SearchView) -> Proposal:
+    genotype = genotype_lib.random_genotype(self.rng, view.space.max_params,
+                                            view.space.max_step_flops)
     return Proposal(-1, -1, genotype=genotype)
 
 
@@ -170,25 +162,25 @@ class EvolutionAgent(RandomAgent):
 
   kind = 'evolution'
 
-  def __init__(self, seed: int, space: SearchSpace, population: int, tournament: int):
+  def __init__(self, seed: int, population: int, tournament: int):
     if not 1 <= tournament <= population:
       raise ValueError(f'agent.evolution.tournament={tournament} must be in '
                        f'[1, agent.evolution.population={population}]')
     super().__init__(seed)
-    self.space, self.size, self.tournament = space, population, tournament
+    self.size, self.tournament = population, tournament
     self.population: list[tuple[dict, float]] = []   # oldest first
 
-  def propose(self, obs: policy.Observation, key=None) -> Proposal:
+  def propose(self, view: SearchView) -> Proposal:
     if len(self.population) < self.size:
-      parent = best_of(obs)[0]
+      parent = view.best_genotype
     else:
       drawn = self.rng.choice(len(self.population), self.tournament, replace=False)
       parent = min((self.population[i] for i in drawn), key=lambda member: member[1])[0]
-    gene, value = genotype_lib.random_edit(self.rng, parent, self.space.max_params,
-                                           self.space.max_step_flops)
+    gene, value = genotype_lib.random_edit(self.rng, parent, view.space.max_params,
+                                           view.space.max_step_flops)
     return Proposal(-1, -1, genotype=genotype_lib.apply_edit(parent, gene, value))
 
-  def observe(self, obs, proposal, reward, next_obs, outcome=None) -> dict:
+  def observe(self, view, proposal, reward, next_view, outcome) -> dict:
     self.population.append((dict(outcome.genotype), _fitness(outcome.bpb)))
     self.population = self.population[-self.size:]
     return {}
@@ -203,118 +195,21 @@ class EvolutionAgent(RandomAgent):
     self.population = [(genotype_lib.make(g), _fitness(f)) for g, f in meta['population']]
 
 
-class PPOAgent:
-  """An actor-critic over edits, updated by PPO every `update_every` trials on the
-  continuing stream of (observation, edit, reward)."""
-
-  kind = 'ppo'
-
-  def __init__(self, agent_config, history_len: int, seed: int):
-    self.update_every = agent_config.update_every
-    per_minibatch, rest = divmod(self.update_every, agent_config.ppo.minibatches)
-    if rest or per_minibatch < 2:
-      # Advantages are normalised per minibatch: one transition would give zero signal.
-      raise ValueError(f'agent.update_every={self.update_every} must be a multiple of '
-                       f'agent.ppo.minibatches={agent_config.ppo.minibatches}, at least 2 each')
-    self.policy_config = policy.PolicyConfig(
-        genome_dim=genotype_lib.GENOME_DIM, history_dim=HISTORY_DIM, globals_dim=GLOBALS_DIM,
-        n_genes=genotype_lib.N_GENES, max_values=genotype_lib.MAX_VALUES,
-        history_len=history_len, hidden=agent_config.hidden, num_heads=agent_config.num_heads)
-    self.ppo_config = ppo.PPOConfig(**agent_config.ppo.to_dict())
-    model = policy.ActorCritic(self.policy_config, rngs=nnx.Rngs(seed))
-    self.graphdef, self.params = nnx.split(model, nnx.Param)
-    self.tx = ppo.make_optimizer(self.ppo_config)
-    self.opt_state = self.tx.init(self.params)
-    self.key = jax.random.key(seed)
-    self.buffer = self._empty_buffer()
-    self.buffered = 0   # transitions in the buffer since the last update
-    self._act = jax.jit(self._act_fn)
-    self._critic = jax.jit(self._critic_fn)
-    self._update = ppo.make_update(self.graphdef, self.tx, self.ppo_config)
-    self.updates = 0
-
-  def _outputs(self, params, obs):
-    batched = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], obs)
-    return nnx.merge(self.graphdef, params)(batched), batched.edit_mask
-
-  def _act_fn(self, params, obs, key):
-    outputs, edit_mask = self._outputs(params, obs)
-    gene, value, log_prob = policy.sample(key, outputs, edit_mask)
-    return gene[0], value[0], log_prob[0], outputs[2][0]
-
-  def _critic_fn(self, params, obs):
-    outputs, _ = self._outputs(params, obs)
-    return outputs[2][0]
-
-  def propose(self, obs: policy.Observation, key=None) -> Proposal:
-    if key is None:
-      self.key, key = jax.random.split(self.key)
-    gene, value, log_prob, critic = self._act(self.params, obs, key)
-    return Proposal(int(gene), int(value), float(log_prob), float(critic))
-
-  def _empty_buffer(self) -> ppo.Rollout:
-    """A fixed-size rollout (update_every transitions), filled in place."""
-    n, c = self.update_every, self.policy_config
-    obs = policy.Observation(
-        genome=np.zeros((n, c.genome_dim), np.float32),
-        history=np.zeros((n, c.history_len, c.history_dim), np.float32),
-        history_mask=np.zeros((n, c.history_len), bool),
-        globals=np.zeros((n, c.globals_dim), np.float32),
-        edit_mask=np.zeros((n, c.n_genes, c.max_values), bool))
-    return ppo.Rollout(obs=obs, gene=np.zeros(n, np.int32), value_index=np.zeros(n, np.int32),
-                       log_prob=np.zeros(n, np.float32), critic=np.zeros(n, np.float32),
-                       reward=np.zeros(n, np.float32))
-
-  def observe(self, obs, proposal: Proposal, reward: float, next_obs, outcome=None) -> dict:
-    i, b = self.buffered, self.buffer
-    for field, value in zip(b.obs, obs):
-      field[i] = value
-    b.gene[i], b.value_index[i] = proposal.gene, proposal.value
-    b.log_prob[i], b.critic[i], b.reward[i] = proposal.log_prob, proposal.critic, reward
-    self.buffered += 1
-    if self.buffered < self.update_every:
-      return {}
-    last_critic = self._critic(self.params, next_obs)
-    self.key, key = jax.random.split(self.key)
-    self.params, self.opt_state, metrics = self._update(
-        self.params, self.opt_state, self.buffer, last_critic, key)
-    self.buffer, self.buffered = self._empty_buffer(), 0
-    self.updates += 1
-    return {k: float(v) for k, v in metrics.items()}
-
-  def state_dict(self) -> tuple[Any, dict]:
-    """(arrays, meta): everything needed to continue exactly."""
-    arrays = {'params': nnx.to_pure_dict(self.params), 'opt_state': self.opt_state,
-              'key': jax.random.key_data(self.key), 'buffer': self.buffer}
-    return arrays, {'buffered': self.buffered, 'updates': self.updates}
-
-  def load_policy(self, arrays) -> None:
-    """Starts from the policy (parameters only) of another search's checkpoint."""
-    nnx.replace_by_pure_dict(self.params, arrays['params'])
-
-  def load_state_dict(self, arrays, meta: dict) -> None:
-    nnx.replace_by_pure_dict(self.params, arrays['params'])
-    self.opt_state = arrays['opt_state']
-    self.key = jax.random.wrap_key_data(arrays['key'])
-    self.buffer = jax.tree_util.tree_map(np.array, arrays['buffer'])
-    self.buffered, self.updates = meta['buffered'], meta['updates']
-
-
 KINDS = ('ppo', 'random', 'random_global', 'evolution', 'tpe', 'cmaes')
 
 
-def make(agent_config, history_len: int, seed: int, space: SearchSpace = SearchSpace(),
-         workdir: str = ''):
+def make(agent_config, seed: int, workdir: str = '') -> Agent:
   """The agent named by `agent_config.kind`; Optuna's keep their study in `workdir`."""
   kind = agent_config.kind
   if kind == 'ppo':
-    return PPOAgent(agent_config, history_len, seed)
+    from autoresearch import ppo_agent  # JAX and Flax only for the learning agent.
+    return ppo_agent.PPOAgent(agent_config, seed)
   if kind == 'random':
     return RandomAgent(seed)
   if kind == 'random_global':
-    return RandomGlobalAgent(seed, space)
+    return RandomGlobalAgent(seed)
   if kind == 'evolution':
-    return EvolutionAgent(seed, space, agent_config.evolution.population,
+    return EvolutionAgent(seed, agent_config.evolution.population,
                           agent_config.evolution.tournament)
   if kind in ('tpe', 'cmaes'):
     from third_party import optuna_agents  # Optuna is a development requirement only.

@@ -375,3 +375,10 @@ def eval_windows(split: np.ndarray, num_bytes: int,
     targets = flat[1:].reshape(n_windows, seq_len).copy()
     mask = (np.arange(n_windows * seq_len) < num_bytes).reshape(n_windows, seq_len)
     return inputs, targets, mask
+
+
+def corpus_from_config(config) -> Corpus:
+  """The corpus named by `config.data`."""
+  d = config.data
+  return load_corpus(d.source, path=d.path or None, cache_dir=d.cache_dir or None,
+                     val_fraction=d.val_fraction, test_fraction=d.test_fraction)

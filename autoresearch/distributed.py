@@ -5,7 +5,6 @@
       proposal = {'genotype': g, 'seed': s}
     proposal = distributed.broadcast_json(proposal if distributed.is_leader() else None)
     result = trial.run(proposal['genotype'], corpus, cfg)   # every process, all devices
-    distributed.sync('trial done')
 
 `initialize` starts `jax.distributed` from `config.distributed` (or the environment
 variables below), or does nothing for a single process. After it, `jax.devices()` lists
@@ -14,9 +13,8 @@ each process feeds only its own devices (see `trial.py`).
 
 The loop of a search then goes: process 0 proposes, `broadcast_json` hands the proposal
 to every process, every process runs the same `trial.run` (whose stop decisions follow
-process 0), and only process 0 writes the ledger and checkpoint; `sync` marks points
-every process must reach (e.g. before exit). On one process every function here is a
-no-op or the identity, so single-host code needs no branches.
+process 0), and only process 0 writes the ledger and checkpoint. On one process every
+function here is a no-op or the identity, so single-host code needs no branches.
 
 Sources of the settings, first found wins: `config.distributed.*`, then the variables
 JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID, then, with
@@ -86,8 +84,3 @@ def broadcast_json(obj: Any) -> Any:
   received = multihost_utils.broadcast_one_to_all(buffer)
   return json.loads(np.asarray(received, np.uint8).tobytes().decode())
 
-
-def sync(name: str) -> None:
-  """A barrier: returns once every process has called `sync` with the same `name`."""
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)

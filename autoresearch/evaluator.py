@@ -1,5 +1,6 @@
 """The self-evaluator: watch a trial's loss, predict its final val_bpb, stop hopeless ones.
 
+    cfg = evaluator.EvaluatorConfig.from_config(config)              # config.evaluator
     calibration = evaluator.Calibration.create(cfg)                  # in the search state
     reference = calibration.reference([best_record], best_bpb)        # once per new best
     watch = evaluator.Evaluator(cfg, calibration, best_bpb, keep_margin_bpb, budget_seconds,
@@ -38,28 +39,36 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from autoresearch import learning_curve, trial
+from autoresearch import learning_curve
+from autoresearch.records import TrialRecord
+from autoresearch.trial_types import LossReading, Stop
 
 LN2 = math.log(2.0)
 
 
 @dataclasses.dataclass(frozen=True)
 class EvaluatorConfig:
-  """When and how the evaluator stops a trial (progress = training seconds / budget)."""
-  enabled: bool = True            # False: the watcher never stops a trial
-  min_progress: float = 0.2       # fraction of the budget before any predicted-bpb stop
-  check_every: float = 0.05       # fraction of the budget between fits (the checkpoint grid)
-  delta: float = 0.05             # stop when P(final beats best by the margin) < delta ...
-  confirm: int = 2                # ... at this many consecutive checks (not on one wild fit)
-  smoothing: float = 0.01         # EMA half-life of the training loss, fraction of the budget
-  fit_start: float = 0.25         # the fit at progress p uses readings from fit_start·p to p
-  divergence_factor: float = 1.5  # smoothed loss above this x its running minimum: stop now
-  stall_seconds: float = 30.0     # seconds; no step finished for this long: stop (0 = off)
-  min_history: int = 8            # completed trials before the calibrated std is trusted
-  prior_std: float = 0.5          # bits/byte; std of a prediction before min_history trials
-  min_std: float = 0.003          # bits/byte; floor of a calibrated prediction's std
-  ridge: float = 0.01             # bits^2; ridge penalty of the calibration slopes
-  max_history: int = 256          # most recent completed trials the calibration keeps
+  """When and how the evaluator stops a trial (progress = training seconds / budget).
+  Defaults live in configs/default.py only."""
+  enabled: bool              # False: the watcher never stops a trial
+  min_progress: float        # fraction of the budget before any predicted-bpb stop
+  check_every: float         # fraction of the budget between fits (the checkpoint grid)
+  delta: float               # stop when P(final beats best by the margin) < delta ...
+  confirm: int               # ... at this many consecutive checks (not on one wild fit)
+  smoothing: float           # EMA half-life of the training loss, fraction of the budget
+  fit_start: float           # the fit at progress p uses readings from fit_start·p to p
+  divergence_factor: float   # smoothed loss above this x its running minimum: stop now
+  stall_seconds: float       # seconds; no step finished for this long: stop (0 = off)
+  min_history: int           # completed trials before the calibrated std is trusted
+  prior_std: float           # bits/byte; std of a prediction before min_history trials
+  min_std: float             # bits/byte; floor of a calibrated prediction's std
+  ridge: float               # bits^2; ridge penalty of the calibration slopes
+  max_history: int           # most recent completed trials the calibration keeps
+
+  @classmethod
+  def from_config(cls, config) -> 'EvaluatorConfig':
+    """From the `evaluator` part of an ml_collections config (e.g. configs/default.py)."""
+    return cls(**config.evaluator.to_dict())
 
 
 class Prediction(NamedTuple):
@@ -91,12 +100,6 @@ class Reference(NamedTuple):
   """The incumbent a trial is compared with: its features (K, 2) nats and its val_bpb."""
   features: np.ndarray
   bpb: float
-
-
-def _ok(record: dict) -> bool:
-  bpb = record.get('val_bpb')
-  return (record.get('status') in ('ok', 'keep', 'discard') and isinstance(bpb, (int, float))
-          and math.isfinite(bpb) and bool(record.get('loss_curve')))
 
 
 def _ridge_fit(x_Nx2: np.ndarray, z_N: np.ndarray, ridge: float):
@@ -169,7 +172,7 @@ class Calibration:
   targets: np.ndarray
   ref_features: np.ndarray
   ref_targets: np.ndarray
-  cfg: EvaluatorConfig = dataclasses.field(default_factory=EvaluatorConfig)
+  cfg: EvaluatorConfig
   _models: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
   @classmethod
@@ -185,17 +188,16 @@ class Calibration:
   def num_trials(self) -> int:
     return len(self.targets)
 
-  def features_of(self, record: dict, budget_seconds: Optional[float] = None):
-    """Features (K, 2) of a completed record, or None if it has no score or curve.
-    Progress is seconds / budget_seconds (default: the record's 'budget_seconds', else
-    its train_seconds, which a completed trial ends just past the budget)."""
-    budget = budget_seconds or record.get('budget_seconds') or record.get('train_seconds')
-    if not _ok(record) or not budget:
+  def features_of(self, record: TrialRecord, budget_seconds: Optional[float] = None):
+    """Features (K, 2) of a completed ledger row, or None if it has no score or curve.
+    Progress is seconds / budget_seconds (default: the row's own budget)."""
+    budget = budget_seconds or record.budget_seconds
+    if not (record.scored and record.loss_curve and budget):
       return None
-    return learning_curve.trial_features(record['loss_curve'], float(budget),
+    return learning_curve.trial_features(record.loss_curve, float(budget),
                                          self.checkpoints, self.fit_start)
 
-  def reference(self, records: Sequence[dict], bpb: float,
+  def reference(self, records: Sequence[TrialRecord], bpb: float,
                 budget_seconds: Optional[float] = None) -> Optional[Reference]:
     """The Reference of a best genotype from its completed run(s) (features averaged,
     e.g. over the baseline's noise runs) and its val_bpb (e.g. their mean)."""
@@ -204,14 +206,14 @@ class Calibration:
       return None
     return Reference(np.mean(feats, axis=0), float(bpb))
 
-  def update(self, record: dict, reference: Optional[Reference] = None,
+  def update(self, record: TrialRecord, reference: Optional[Reference] = None,
              budget_seconds: Optional[float] = None) -> bool:
     """Adds a ledger record if it completed with a finite val_bpb; returns whether it did.
     `reference`: the one its evaluator compared it with (the best when it ran)."""
     feats = self.features_of(record, budget_seconds)
     if feats is None:
       return False
-    self.add(feats, float(record['val_bpb']), reference)
+    self.add(feats, float(record.val_bpb), reference)
     return True
 
   def add(self, features: np.ndarray, final_bpb: float,
@@ -293,22 +295,19 @@ class Calibration:
 # --- the watcher ------------------------------------------------------------------------
 
 class Evaluator:
-  """The trial's watcher: fed every LossReading, returns a trial.Stop or None.
+  """The trial's watcher: fed every LossReading, returns a Stop or None.
 
   Per reading it only updates an EMA and a running minimum; it fits when the progress
   crosses a checkpoint of the calibration's grid. `last_prediction` and `predictions`
   hold what it predicted (for the progress bar and the ledger). `reference`: the best's
-  Reference, for paired predictions. `dry_run`: decide but never stop; the first Stop it
-  would have returned is kept in `would_stop` (audit trials that keep the calibration
-  unbiased and measure false kills).
+  Reference, for paired predictions.
   """
 
   def __init__(self, cfg: EvaluatorConfig, calibration: Optional[Calibration],
                best_bpb: Optional[float], keep_margin_bpb: float, budget_seconds: float,
-               reference: Optional[Reference] = None, dry_run: bool = False):
+               reference: Optional[Reference] = None):
     self.cfg = cfg
-    self.reference, self.dry_run = reference, dry_run
-    self.would_stop: Optional[trial.Stop] = None
+    self.reference = reference
     self.calibration = calibration if calibration is not None else Calibration.create(cfg)
     self.best_bpb = math.inf if best_bpb is None else float(best_bpb)
     self.keep_margin_bpb = float(keep_margin_bpb)
@@ -328,30 +327,24 @@ class Evaluator:
       learning_curve.warm_up()
       self.calibration.prepare(paired=reference is not None)
 
-  def __call__(self, reading: trial.LossReading) -> Optional[trial.Stop]:
+  def __call__(self, reading: LossReading) -> Optional[Stop]:
     if not self.cfg.enabled:
       return None
-    stop = self._watch(reading)
-    if stop is not None and self.dry_run:
-      self.would_stop, stop = self.would_stop or stop, None
-    return stop
-
-  def _watch(self, reading: trial.LossReading) -> Optional[trial.Stop]:
     stalled = self.check_stall(reading.seconds)   # the step just read took too long
     self.last_seconds = reading.seconds
     if stalled is not None:
       return stalled
     if not math.isfinite(reading.loss):
-      return trial.Stop(f'training loss is {reading.loss} at step {reading.step}')
+      return Stop(f'training loss is {reading.loss} at step {reading.step}')
     progress = reading.seconds / self.budget_seconds
     smoothed = self._ema.update(progress, reading.loss)
     self._progress.append(progress)
     self._loss.append(reading.loss)
     self._running_min = min(self._running_min, smoothed)
     if smoothed > self.cfg.divergence_factor * self._running_min:
-      return trial.Stop(f'diverged: smoothed loss {smoothed:.3f} nats > '
-                        f'{self.cfg.divergence_factor:g} x its minimum '
-                        f'{self._running_min:.3f} at step {reading.step}')
+      return Stop(f'diverged: smoothed loss {smoothed:.3f} nats > '
+                  f'{self.cfg.divergence_factor:g} x its minimum '
+                  f'{self._running_min:.3f} at step {reading.step}')
     checkpoints = self.calibration.checkpoints
     if self._next_checkpoint < len(checkpoints) and \
         progress >= checkpoints[self._next_checkpoint] - 1e-9:
@@ -359,7 +352,7 @@ class Evaluator:
       return self._check(progress)
     return None
 
-  def _check(self, progress: float) -> Optional[trial.Stop]:
+  def _check(self, progress: float) -> Optional[Stop]:
     features = learning_curve.features_now(self._progress, self._loss,
                                            self.calibration.fit_start)
     if features is None:
@@ -372,19 +365,19 @@ class Evaluator:
     self.predictions.append(self.last_prediction)
     self._hopeless_checks = self._hopeless_checks + 1 if p_beat < self.cfg.delta else 0
     if progress >= self.cfg.min_progress - 1e-9 and self._hopeless_checks >= self.cfg.confirm:
-      return trial.Stop(
+      return Stop(
           f'predicted val_bpb {mean:.4f} ± {std:.4f} at {progress:.0%} of the budget, '
           f'P(beats best {self.best_bpb:.4f} by {self.keep_margin_bpb:.4f}) = {p_beat:.3g} '
           f'< {self.cfg.delta:g}', predicted_bpb=mean)
     return None
 
-  def check_stall(self, now_seconds: float) -> Optional[trial.Stop]:
+  def check_stall(self, now_seconds: float) -> Optional[Stop]:
     """A Stop when no reading arrived for stall_seconds up to `now_seconds` (training
     seconds, the clock of LossReading.seconds), else None. Every reading is checked."""
     waited = now_seconds - self.last_seconds
     if self.cfg.enabled and self.cfg.stall_seconds > 0 and waited > self.cfg.stall_seconds:
-      return trial.Stop(f'stalled: no step finished in {waited:.1f} s '
-                        f'(limit {self.cfg.stall_seconds:g} s)')
+      return Stop(f'stalled: no step finished in {waited:.1f} s '
+                  f'(limit {self.cfg.stall_seconds:g} s)')
     return None
 
 
@@ -394,7 +387,7 @@ def replay(watch: Evaluator, loss_curve, budget_seconds: float):
   progress = 0.0
   for seconds, step, loss in loss_curve:
     progress = seconds / budget_seconds
-    stop = watch(trial.LossReading(seconds, min(progress, 1.0), int(step), loss))
+    stop = watch(LossReading(seconds, min(progress, 1.0), int(step), loss))
     if stop is not None:
       return stop, progress
   return None, progress

@@ -11,13 +11,8 @@ stop decisions follow process 0. A follower writes nothing.
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
-import threading
 
-from absl import logging
-
-from autoresearch import distributed, modes, trial
+from autoresearch import data, distributed, signals, trial
 
 
 def follow(config) -> int:
@@ -26,18 +21,10 @@ def follow(config) -> int:
   when each trial stops (see `trial.py`). A preemption signal here waits for process 0
   to stop the search (it receives the signal too), or exits after the grace period.
   Returns the number of trials trained."""
-  corpus, cfg = modes.load_corpus(config), modes.trial_config(config)
-  grace = config.checkpoint.grace_seconds
-
-  def on_signal(signum, frame):
-    logging.warning('signal %d: following process 0 (exit within %.0f s)', signum, grace)
-    timer = threading.Timer(grace, lambda: os._exit(0))
-    timer.daemon = True
-    timer.start()
-
-  handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+  corpus, cfg = data.corpus_from_config(config), trial.TrialConfig.from_config(config)
+  stop = signals.GracefulStop(config.checkpoint.grace_seconds, 'following process 0')
   trained = 0
-  try:
+  with stop:   # a signal here waits for process 0 to stop the search
     while True:
       message = distributed.broadcast_json(None)
       if message.get('stop'):
@@ -45,6 +32,3 @@ def follow(config) -> int:
       for genotype, seed in message['jobs']:
         trial.run(genotype, corpus, dataclasses.replace(cfg, seed=seed))
         trained += 1
-  finally:
-    for sig, handler in handlers.items():
-      signal.signal(sig, handler)

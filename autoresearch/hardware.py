@@ -1,4 +1,5 @@
-"""What the accelerator can do: its kind, and the matmul ceiling MFU is measured against.
+"""What the accelerator can do: its kind, the matmul ceiling MFU is measured against, and
+the memory a compiled program needs on it.
 
 MFU here is model FLOP/s over a *ceiling*: the datasheet dense peak for known
 accelerators, or, on CPUs (whose peak depends on cores, clocks and SIMD width), the
@@ -8,7 +9,6 @@ FLOP/s of a large jitted matmul measured once per process.
 from __future__ import annotations
 
 import functools
-import resource
 import time
 
 import jax
@@ -55,10 +55,16 @@ def peak_flops(dtype: str = 'float32') -> float:
   return measure_matmul_flops(dtype)
 
 
-def peak_memory_gb() -> float:
-  """Peak memory in GB: the device's own counter where it keeps one (GPU, TPU), else
-  the process's peak resident set (on CPU, a high-water mark over the whole process)."""
-  stats = jax.local_devices()[0].memory_stats() or {}
-  if 'peak_bytes_in_use' in stats:
-    return stats['peak_bytes_in_use'] / 1e9
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
+def compiled_memory_gb(compiled) -> float:
+  """GB one device needs to run `compiled` (a `jax.stages.Compiled`), from XLA's memory
+  analysis: arguments + outputs + temporaries - donated aliases. A property of the
+  program, not of the process's history; 0.0 where the backend gives no analysis."""
+  try:
+    stats = compiled.memory_analysis()
+  except (NotImplementedError, RuntimeError):
+    stats = None
+  if stats is None:
+    return 0.0
+  argument, output, temp, alias = (getattr(stats, f'{name}_size_in_bytes', 0) or 0
+                                   for name in ('argument', 'output', 'temp', 'alias'))
+  return (argument + output + temp - alias) / 1e9

@@ -3,7 +3,8 @@
 results.tsv starts with karpathy/autoresearch's five columns (commit, val_bpb,
 memory_gb, status, description) so its analysis tools read it; `commit` holds the
 trial's genotype id. More columns follow. trials.jsonl holds the full record of each
-trial (genotype, loss curve, reward, log-probability, ...), one JSON object a line.
+trial (`records.TrialRecord`: genotype, loss curve, reward, log-probability, ...), one
+JSON object a line.
 
 Each append writes the JSONL line first, then the TSV row, each flushed and fsynced:
 the JSONL file is the source of truth, and `read_records` skips a torn last line.
@@ -14,15 +15,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any
+from autoresearch.records import STATUSES, TrialRecord
 
 TSV_COLUMNS = ('commit', 'val_bpb', 'memory_gb', 'status', 'description', 'trial', 'agent',
                'train_seconds', 'total_seconds', 'params', 'steps', 'reward', 'best_bpb')
-STATUSES = ('keep', 'discard', 'crash', 'aborted')
+_TSV_SOURCE = {'commit': 'genotype_id', 'memory_gb': 'peak_memory_gb'}  # karpathy's names
 
 
-def _tsv_field(record: dict, column: str) -> str:
-  value = record.get(column)
+def _tsv_field(record: TrialRecord, column: str) -> str:
+  value = getattr(record, _TSV_SOURCE.get(column, column))
   if column in ('val_bpb', 'best_bpb'):
     # karpathy/autoresearch writes 0.000000 for a trial without a score.
     return f'{value:.6f}' if isinstance(value, float) and math.isfinite(value) else '0.000000'
@@ -62,22 +63,19 @@ class Ledger:
     if not os.path.exists(self.tsv_path) or os.path.getsize(self.tsv_path) == 0:
       _append_line(self.tsv_path, '\t'.join(TSV_COLUMNS))
 
-  def append(self, record: dict[str, Any]) -> None:
-    """Records one trial. `record` needs at least the TSV columns that apply; `status`
-    must be one of STATUSES."""
-    if record.get('status') not in STATUSES:
-      raise ValueError(f'status {record.get("status")!r} not in {STATUSES}')
-    _append_line(self.jsonl_path, json.dumps(record, allow_nan=True))
+  def append(self, record: TrialRecord) -> None:
+    """Records one trial (its status is one of STATUSES: TrialRecord checks it)."""
+    _append_line(self.jsonl_path, json.dumps(record.to_dict(), allow_nan=True))
     _append_line(self.tsv_path, '\t'.join(_tsv_field(record, c) for c in TSV_COLUMNS))
 
-  def read_records(self) -> list[dict[str, Any]]:
+  def read_records(self) -> list[TrialRecord]:
     """Every complete record of trials.jsonl, in order."""
     return read_records(self.jsonl_path)
 
-  def rewrite(self, records: list[dict[str, Any]]) -> None:
+  def rewrite(self, records: list[TrialRecord]) -> None:
     """Makes both files hold exactly `records` (atomic replace of each file that
     differs: a torn last line, rows to drop, or a TSV behind its JSONL)."""
-    lines = [json.dumps(r, allow_nan=True) + '\n' for r in records]
+    lines = [json.dumps(r.to_dict(), allow_nan=True) + '\n' for r in records]
     with open(self.jsonl_path, 'a+') as f:
       f.seek(0)
       current = f.read()
@@ -91,7 +89,8 @@ class Ledger:
       _atomic_write(self.tsv_path, '\n'.join(rows) + '\n')
 
 
-def read_records(jsonl_path: str) -> list[dict[str, Any]]:
+def read_records(jsonl_path: str) -> list[TrialRecord]:
+  """Every complete row of a trials.jsonl, in order (a torn last line is skipped)."""
   if not os.path.exists(jsonl_path):
     return []
   records = []
@@ -99,7 +98,7 @@ def read_records(jsonl_path: str) -> list[dict[str, Any]]:
     for line in f:
       if not line.endswith('\n'):
         break  # a torn final line from an interrupted write
-      records.append(json.loads(line))
+      records.append(TrialRecord.from_dict(json.loads(line)))
   return records
 
 

@@ -1,18 +1,15 @@
-"""Shared set-up of the entry modes, and `--mode=trial`: train the baseline once."""
+"""The entry modes besides the search: `--mode=trial` trains the baseline once,
+`--mode=train` a genotype against the baseline on val and test."""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-import time
-from typing import Callable, Optional
 
 import jax
-import tqdm
 from absl import logging
 
-from autoresearch import data, distributed, genotype as genotype_lib, trial
+from autoresearch import data, distributed, genotype as genotype_lib, progress, trial
 
 
 def log_devices() -> None:
@@ -20,54 +17,6 @@ def log_devices() -> None:
   logging.info('JAX %s on %d %s device(s): %s; process %d of %d', jax.__version__,
                len(devices), jax.default_backend(), devices[0].device_kind,
                jax.process_index(), jax.process_count())
-
-
-def load_corpus(config) -> data.Corpus:
-  """The corpus named by `config.data`."""
-  d = config.data
-  return data.load_corpus(d.source, path=d.path or None, cache_dir=d.cache_dir or None,
-                          val_fraction=d.val_fraction, test_fraction=d.test_fraction)
-
-
-def trial_config(config) -> trial.TrialConfig:
-  return trial.TrialConfig(**config.trial.to_dict())
-
-
-class ProgressLine:
-  """A watcher that shows a trial's progress: a tqdm bar on a terminal (step, loss,
-  tokens/s, seconds left, and the self-evaluator's predicted val_bpb once it has one),
-  an absl log line every 10 s otherwise. `prediction` returns (mean, std) or None."""
-
-  def __init__(self, budget_seconds: float, tokens_per_step: int, label: str = 'trial',
-               prediction: Optional[Callable[[], Optional[tuple]]] = None, stream=sys.stderr):
-    self.budget, self.tokens_per_step = budget_seconds, tokens_per_step
-    self.prediction = prediction
-    self.bar = None
-    if stream.isatty():
-      self.bar = tqdm.tqdm(total=round(budget_seconds, 1), desc=label, unit='s', file=stream,
-                           leave=False, bar_format='{desc} {bar} {n:.0f}/{total:.0f} s{postfix}')
-    self.last_logged = -float('inf')
-
-  def __call__(self, reading: trial.LossReading):
-    tokens_per_s = reading.step * self.tokens_per_step / max(reading.seconds, 1e-9)
-    fields = {'step': reading.step, 'loss': f'{reading.loss:.4f}',
-              'tok/s': f'{tokens_per_s:,.0f}',
-              'left': f'{max(self.budget - reading.seconds, 0):.0f}s'}
-    predicted = self.prediction() if self.prediction else None
-    if predicted is not None:
-      fields['pred_bpb'] = f'{predicted[0]:.3f}±{predicted[1]:.3f}'
-    if self.bar is not None:
-      self.bar.n = min(reading.seconds, self.budget)
-      self.bar.set_postfix(fields, refresh=False)
-      self.bar.update(0)
-    elif time.perf_counter() - self.last_logged >= 10.0:
-      self.last_logged = time.perf_counter()
-      logging.info(' | '.join(f'{k} {v}' for k, v in fields.items()))
-    return None
-
-  def close(self):
-    if self.bar is not None:
-      self.bar.close()
 
 
 def print_summary(result: trial.TrialResult, corpus: data.Corpus) -> None:
@@ -96,17 +45,23 @@ def print_summary(result: trial.TrialResult, corpus: data.Corpus) -> None:
     print(f'{key}: {value}')
 
 
+def _run_with_progress(genotype, corpus, cfg, score_test: bool = False) -> trial.TrialResult:
+  bar = progress.ProgressLine(cfg.budget_seconds, genotype['batch_size'] * genotype['seq_len'])
+  try:
+    return trial.run(genotype, corpus, cfg, watch=bar, score_test=score_test)
+  finally:
+    bar.close()
+
+
 def run_trial(config, workdir: str) -> trial.TrialResult:
   """Trains the config's baseline genotype once; writes workdir/trial.json."""
   os.makedirs(workdir, exist_ok=True)
   trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
-  corpus = load_corpus(config)
+  corpus = data.corpus_from_config(config)
   genotype = genotype_lib.from_config(config)
-  cfg = trial_config(config)
+  cfg = trial.TrialConfig.from_config(config)
   logging.info('data: %s, bytes %s', corpus.description, corpus.byte_counts())
-  progress = ProgressLine(cfg.budget_seconds, genotype['batch_size'] * genotype['seq_len'])
-  result = trial.run(genotype, corpus, cfg, watch=progress)
-  progress.close()
+  result = _run_with_progress(genotype, corpus, cfg)
   if distributed.is_leader():  # on several hosts, process 0 speaks for all
     with open(os.path.join(workdir, 'trial.json'), 'w') as f:
       json.dump(result.to_dict(), f)
@@ -123,17 +78,15 @@ def run_train(config, workdir: str) -> dict:
     raise genotype_lib.InvalidGenotype('--mode=train needs --genotype=PATH (a JSON genotype)')
   os.makedirs(workdir, exist_ok=True)
   trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
-  corpus = load_corpus(config)
-  cfg = trial_config(config)
+  corpus = data.corpus_from_config(config)
+  cfg = trial.TrialConfig.from_config(config)
   candidate = genotype_lib.from_config(config)
   baseline = genotype_lib.make(dict(config.genotype))
   logging.info('training %s vs the baseline for %.0f s each, seed %d',
                genotype_lib.describe_diff(candidate, baseline), cfg.budget_seconds, cfg.seed)
   results = {}
   for name, genotype in (('candidate', candidate), ('baseline', baseline)):
-    progress = ProgressLine(cfg.budget_seconds, genotype['batch_size'] * genotype['seq_len'])
-    results[name] = trial.run(genotype, corpus, cfg, watch=progress, score_test=True)
-    progress.close()
+    results[name] = _run_with_progress(genotype, corpus, cfg, score_test=True)
   if distributed.is_leader():
     with open(os.path.join(workdir, 'train.json'), 'w') as f:
       json.dump({k: r.to_dict() for k, r in results.items()}, f)

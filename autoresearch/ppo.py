@@ -25,18 +25,25 @@ from models import policy
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
-  """Hyper-parameters of the PPO update."""
+  """Hyper-parameters of the PPO update. No defaults here: their one home is
+  `config.agent.ppo` in configs/default.py; build with `from_config`."""
 
-  gamma: float = 0.9           # discount per trial (the stream never ends)
-  gae_lambda: float = 0.95     # GAE bias/variance trade-off; 1 = Monte Carlo returns
-  clip_eps: float = 0.2        # policy ratio clip range [1 - eps, 1 + eps]
-  value_clip_eps: float = 0.2  # critic change clip around its acting-time estimate, reward units
-  vf_coef: float = 0.5         # weight of the value loss in the total loss
-  ent_coef: float = 0.01       # weight of the entropy bonus (nats) in the total loss
-  learning_rate: float = 3e-4  # Adam step size
-  max_grad_norm: float = 0.5   # global gradient norm clip
-  epochs: int = 4              # passes over each rollout
-  minibatches: int = 2         # shuffled minibatches per pass; must divide the rollout length
+  gamma: float           # discount per trial (the stream never ends)
+  gae_lambda: float      # GAE bias/variance trade-off; 1 = Monte Carlo returns
+  clip_eps: float        # policy ratio clip range [1 - eps, 1 + eps]
+  value_clip_eps: float  # critic change clip around its acting-time estimate, reward units
+  vf_coef: float         # weight of the value loss in the total loss
+  ent_coef: float        # weight of the entropy bonus (nats) in the total loss
+  learning_rate: float   # Adam step size
+  max_grad_norm: float   # global gradient norm clip
+  epochs: int            # passes over each rollout
+  minibatches: int       # shuffled minibatches per pass; must divide the rollout length
+
+  @classmethod
+  def from_config(cls, config) -> PPOConfig:
+    """The PPO hyper-parameters of `config.agent.ppo`; a missing or unknown field there
+    raises TypeError."""
+    return cls(**config.agent.ppo.to_dict())
 
 
 class Rollout(NamedTuple):

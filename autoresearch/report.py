@@ -10,10 +10,10 @@ writes nothing but `progress.png` and `report.md`, each atomically (temp file, t
 Conventions shared by the plot, the markdown and the headline:
 
 * The baseline rows (agent 'baseline') come first; their mean val_bpb is the starting
-  best, and sigma is their standard deviation (ddof=1, floored at `MIN_SIGMA`).
+  best. sigma is the σ the search recorded with its last row (`records.TrialRecord`).
 * An *edit* is one proposal of the agent. A proposal that fell inside the noise band is
-  trained twice: two ledger rows, the second described '... (re-run, mean X)'. Both rows
-  are plotted, but the pair counts as one edit, whose bpb is the two-run mean.
+  trained twice: two ledger rows, the second with `rerun_of` set. Both rows are
+  plotted, but the pair counts as one edit, whose bpb is the two-run mean.
 * The best is the last row's `best_bpb`; the best genotype is that of the last 'keep'.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 import tempfile
 from typing import Any, Optional
 
@@ -32,15 +31,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from autoresearch import ledger as ledger_lib
-
-MIN_SIGMA = 1e-9   # bpb; keeps the sigma figures finite when the baseline runs agree exactly
+from autoresearch.records import TrialRecord
 HEADLINE_KEYS = ('trials', 'best_val_bpb', 'baseline_val_bpb', 'improvement_bpb',
                  'improvement_sigmas', 'kept', 'aborted_percent', 'crashed_percent',
                  'trials_per_hour')
 STATUS_COLOURS = {'keep': 'tab:green', 'discard': 'tab:gray', 'aborted': 'tab:orange',
                   'crash': 'tab:red'}
-TIME_PARTS = ('compile', 'train', 'eval', 'other', 'agent', 'checkpoint')
-_RERUN = re.compile(r'\s*\(re-run, mean ([^)]*)\)\s*$')
+TIME_PARTS = ('compile', 'train', 'eval', 'other')
 
 
 def _number(value) -> Optional[float]:
@@ -54,7 +51,7 @@ def _number(value) -> Optional[float]:
 class Edit:
   """One proposal of the agent: one ledger row, or two for a re-run pair."""
   trial: int            # the first row's trial number
-  description: str      # without the re-run suffix
+  description: str
   status: str
   bpb: Optional[float]  # val_bpb, the two-run mean after a re-run, or the predicted bpb
   best_before: Optional[float]
@@ -67,7 +64,7 @@ class Edit:
     return self.description.split()[0] if self.description.split() else '?'
 
 
-def load(workdir: str) -> list[dict[str, Any]]:
+def load(workdir: str) -> list[TrialRecord]:
   """The complete records of `workdir/trials.jsonl`; a clear error when there are none."""
   path = os.path.join(workdir, 'trials.jsonl')
   if not os.path.isfile(path):
@@ -78,52 +75,39 @@ def load(workdir: str) -> list[dict[str, Any]]:
   return records
 
 
-def baseline_stats(records: list[dict]) -> tuple[float, float]:
-  """(mean val_bpb, sigma) of the baseline rows (the first row when none is marked)."""
-  bpbs = [_number(r.get('val_bpb')) for r in records if r.get('agent') == 'baseline']
-  bpbs = [b for b in bpbs if b is not None] or [_number(records[0].get('val_bpb'))]
-  if bpbs[0] is None:
-    return math.nan, MIN_SIGMA
-  spread = float(np.std(bpbs, ddof=1)) if len(bpbs) > 1 else 0.0
-  return float(np.mean(bpbs)), max(spread, MIN_SIGMA)
+def baseline_stats(records: list[TrialRecord]) -> tuple[float, float]:
+  """(mean val_bpb of the baseline rows, the σ of the last row): what the search used."""
+  bpbs = [r.val_bpb for r in records if r.is_baseline and _number(r.val_bpb) is not None]
+  return (float(np.mean(bpbs)) if bpbs else math.nan), records[-1].sigma
 
 
-def best_bpb(records: list[dict]) -> float:
+def best_bpb(records: list[TrialRecord]) -> float:
   """The best after the last trial: its `best_bpb`, else the lowest kept val_bpb."""
   for r in reversed(records):
-    best = _number(r.get('best_bpb'))
+    best = _number(r.best_bpb)
     if best is not None:
       return best
-  kept = [_number(r.get('val_bpb')) for r in records if r.get('status') == 'keep']
+  kept = [_number(r.val_bpb) for r in records if r.status == 'keep']
   kept = [k for k in kept if k is not None]
   return min(kept) if kept else math.nan
 
 
-def edits(records: list[dict]) -> list[Edit]:
+def edits(records: list[TrialRecord]) -> list[Edit]:
   """The agent's proposals in order, re-run pairs merged (see the module docstring)."""
   out: list[Edit] = []
   previous_best = None
   for r in records:
-    best_after = _number(r.get('best_bpb'))
-    description = str(r.get('description', ''))
-    rerun = _RERUN.search(description)
-    if r.get('agent') == 'baseline':
+    best_after = _number(r.best_bpb)
+    if r.is_baseline:
       pass
-    elif rerun and out and out[-1].runs == 1 and out[-1].trial == r.get('trial', 0) - 1:
+    elif r.rerun_of is not None and out and out[-1].trial == r.rerun_of:
       edit = out[-1]
-      edit.runs, edit.status, edit.best_after = 2, r.get('status', edit.status), best_after
-      try:
-        edit.bpb = float(rerun.group(1))
-      except ValueError:
-        pass  # keep the first run's score rather than fail on an odd description
+      edit.runs, edit.status, edit.best_after = 2, r.status, best_after
+      edit.bpb = r.outcome_bpb
     else:
-      bpb = _number(r.get('val_bpb'))
-      if r.get('status') == 'aborted':
-        bpb = _number(r.get('predicted_bpb'))
-      out.append(Edit(trial=int(r.get('trial', len(out) + 1)),
-                      description=_RERUN.sub('', description), status=str(r.get('status')),
-                      bpb=bpb, best_before=previous_best, best_after=best_after,
-                      reward=_number(r.get('reward'))))
+      out.append(Edit(trial=r.trial, description=r.description, status=r.status,
+                      bpb=r.outcome_bpb, best_before=previous_best, best_after=best_after,
+                      reward=_number(r.reward)))
     if best_after is not None:
       previous_best = best_after
   return out
@@ -137,28 +121,27 @@ def _kept_gain(edit: Edit) -> Optional[float]:
   return edit.best_before - bpb
 
 
-def time_totals(records: list[dict]) -> dict[str, float]:
-  """Seconds per part of the search. 'other' is a trial's time outside compile, train and
-  eval (setup, data); agent and checkpoint seconds count only where recorded."""
+def time_totals(records: list[TrialRecord]) -> dict[str, float]:
+  """Seconds per part of the trials. 'other' is a trial's time outside compile, train
+  and eval (setup, data)."""
   totals = dict.fromkeys(TIME_PARTS, 0.0)
   for r in records:
-    parts = {p: _number(r.get(f'{p}_seconds')) or 0.0
-             for p in ('compile', 'train', 'eval', 'agent', 'checkpoint')}
-    total = _number(r.get('total_seconds')) or 0.0
+    parts = {p: _number(getattr(r, f'{p}_seconds')) or 0.0 for p in ('compile', 'train', 'eval')}
+    total = _number(r.total_seconds) or 0.0
     parts['other'] = max(total - parts['compile'] - parts['train'] - parts['eval'], 0.0)
     for part, seconds in parts.items():
       totals[part] += seconds
   return totals
 
 
-def headline(records: list[dict]) -> dict[str, Any]:
+def headline(records: list[TrialRecord]) -> dict[str, Any]:
   """The headline figures (keys `HEADLINE_KEYS`): `kept` counts the agent's kept edits
   (a re-run pair once, the baseline rows not at all); the percentages are of all trials."""
   n = len(records)
   baseline, sigma = baseline_stats(records)
   best = best_bpb(records)
   wall_hours = sum(time_totals(records).values()) / 3600
-  count = lambda status: sum(r.get('status') == status for r in records)
+  count = lambda status: sum(r.status == status for r in records)
   return {
       'trials': n,
       'best_val_bpb': best,
@@ -190,10 +173,10 @@ def format_headline(figures: dict[str, Any]) -> str:
 # --- The plot ---------------------------------------------------------------------------
 
 
-def _y_limits(records: list[dict], baseline: float) -> tuple[float, float]:
+def _y_limits(records: list[TrialRecord], baseline: float) -> tuple[float, float]:
   """A y range that shows the best, the baseline and the near misses; far-off discards
   (a diverged recipe at 5 bpb) would otherwise squash the interesting band flat."""
-  ys = [_plotted_y(r) for r in records] + [_number(r.get('best_bpb')) for r in records]
+  ys = [_plotted_y(r) for r in records] + [_number(r.best_bpb) for r in records]
   ys = [y for y in ys if y is not None]
   if not ys:
     return 0.0, 1.0
@@ -205,13 +188,13 @@ def _y_limits(records: list[dict], baseline: float) -> tuple[float, float]:
   return low - pad, high + pad
 
 
-def _plotted_y(record: dict) -> Optional[float]:
-  if record.get('status') == 'aborted':
-    return _number(record.get('predicted_bpb'))
-  return _number(record.get('val_bpb'))
+def _plotted_y(record: TrialRecord) -> Optional[float]:
+  if record.status == 'aborted':
+    return _number(record.predicted_bpb)
+  return _number(record.val_bpb)
 
 
-def build_figure(records: list[dict]) -> Figure:
+def build_figure(records: list[TrialRecord]) -> Figure:
   """The progress figure (karpathy/autoresearch's picture): one scatter point per trial,
   each collection labelled with its status ('baseline' for the noise runs); crashes and
   aborts without a prediction sit on the top edge (y in axes coordinates); the running
@@ -221,7 +204,7 @@ def build_figure(records: list[dict]) -> Figure:
   ax = fig.add_subplot()
   baseline, _ = baseline_stats(records)
   best = best_bpb(records)
-  trials = [int(r.get('trial', i + 1)) for i, r in enumerate(records)]
+  trials = [r.trial for r in records]
   edge = ax.get_xaxis_transform()  # x in data, y in axes fraction
 
   def scatter(rows, ys, label, transform=None, **style):
@@ -229,21 +212,21 @@ def build_figure(records: list[dict]) -> Figure:
       ax.scatter([trials[i] for i in rows], ys, label=f'{label} ({len(rows)})',
                  transform=transform or ax.transData, zorder=3, **style)
 
-  by_status = {s: [i for i, r in enumerate(records) if r.get('status') == s]
+  by_status = {s: [i for i, r in enumerate(records) if r.status == s]
                for s in STATUS_COLOURS}
-  scored = {s: [i for i in by_status[s] if _number(records[i].get('val_bpb')) is not None]
+  scored = {s: [i for i in by_status[s] if _number(records[i].val_bpb) is not None]
             for s in ('keep', 'discard')}
   # The baseline's noise runs are keeps too, told apart from the agent's by their marker.
-  baseline_rows = [i for i in scored['keep'] if records[i].get('agent') == 'baseline']
-  scatter(baseline_rows, [records[i]['val_bpb'] for i in baseline_rows], 'baseline', s=30,
+  baseline_rows = [i for i in scored['keep'] if records[i].is_baseline]
+  scatter(baseline_rows, [records[i].val_bpb for i in baseline_rows], 'baseline', s=30,
           marker='D', color=STATUS_COLOURS['keep'], alpha=0.5)
   for status, size, alpha in (('discard', 18, 0.6), ('keep', 36, 1.0)):
     rows = [i for i in scored[status] if i not in baseline_rows]
-    scatter(rows, [records[i]['val_bpb'] for i in rows], status, s=size, alpha=alpha,
+    scatter(rows, [records[i].val_bpb for i in rows], status, s=size, alpha=alpha,
             color=STATUS_COLOURS[status])
   predicted = [i for i in by_status['aborted']
-               if _number(records[i].get('predicted_bpb')) is not None]
-  scatter(predicted, [records[i]['predicted_bpb'] for i in predicted], 'aborted (predicted)',
+               if _number(records[i].predicted_bpb) is not None]
+  scatter(predicted, [records[i].predicted_bpb for i in predicted], 'aborted (predicted)',
           s=36, facecolors='none', edgecolors=STATUS_COLOURS['aborted'])
   # Rows with no score to place: on the top edge, so none of them goes unseen.
   unplaced = [i for i in by_status['aborted'] if i not in predicted]
@@ -255,13 +238,13 @@ def build_figure(records: list[dict]) -> Figure:
 
   if math.isfinite(baseline):
     ax.axhline(baseline, color='dimgray', linestyle='--', linewidth=0.8, label='baseline mean')
-  running = [_number(r.get('best_bpb')) for r in records]
+  running = [_number(r.best_bpb) for r in records]
   ax.step(trials, [math.nan if b is None else b for b in running], where='post',
           color=STATUS_COLOURS['keep'], alpha=0.7, linewidth=1.5, label='running best')
   for edit in edits(records):
     if edit.status == 'keep' and edit.bpb is not None:
       row = records[trials.index(edit.trial)]
-      y = _number(row.get('val_bpb'))
+      y = _number(row.val_bpb)
       text = edit.description if len(edit.description) <= 40 else edit.description[:39] + '…'
       ax.annotate(text, (edit.trial, edit.bpb if y is None else y), xytext=(3, 4),
                   textcoords='offset points', rotation=30, fontsize=7, color='darkgreen',
@@ -299,17 +282,17 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
                   for row in rows]
 
 
-def _genotype_section(records: list[dict]) -> list[str]:
-  baseline = records[0].get('genotype') or {}
-  kept = [r for r in records if r.get('status') == 'keep' and r.get('genotype')]
-  best = kept[-1]['genotype'] if kept else baseline
+def _genotype_section(records: list[TrialRecord]) -> list[str]:
+  baseline = records[0].genotype
+  kept = [r for r in records if r.status == 'keep']
+  best = kept[-1].genotype if kept else baseline
   names = list(baseline) + [k for k in best if k not in baseline]
   rows = [(name, _fmt(baseline.get(name, '-')), _fmt(best.get(name, '-')))
           for name in names if baseline.get(name) != best.get(name)]
   lines = ['## Best genotype vs baseline', '']
-  if kept and kept[-1].get('commit'):
-    lines += [f'Best: `{kept[-1]["commit"]}` (trial {kept[-1].get("trial")}); '
-              f'baseline: `{records[0].get("commit")}`.', '']
+  if kept:
+    lines += [f'Best: `{kept[-1].genotype_id}` (trial {kept[-1].trial}); '
+              f'baseline: `{records[0].genotype_id}`.', '']
   if not rows:
     return lines + ['The best genotype is the baseline.']
   return lines + _table(('gene', 'baseline', 'best'), rows)
@@ -331,37 +314,32 @@ def _kept_section(all_edits: list[Edit], sigma: float) -> list[str]:
                   if rows else ['No edit has been kept yet.'])
 
 
-def _time_section(records: list[dict], figures: dict) -> list[str]:
+def _time_section(records: list[TrialRecord], figures: dict) -> list[str]:
   totals = time_totals(records)
   wall = sum(totals.values())
   lines = ['## Time', '',
            f'{figures["trials"]} trials in {wall / 3600:.2f} h: '
            f'{figures["trials_per_hour"]:.2f} trials per hour.', '']
-  recorded = {'agent': any('agent_seconds' in r for r in records),
-              'checkpoint': any('checkpoint_seconds' in r for r in records)}
-  rows = [(part, f'{totals[part]:.1f}',
-           f'{100 * totals[part] / wall:.1f}%' if wall > 0 else '-')
-          if recorded.get(part, True) else (part, 'not recorded', '-')
+  rows = [(part, f'{totals[part]:.1f}', f'{100 * totals[part] / wall:.1f}%' if wall > 0 else '-')
           for part in TIME_PARTS]
   return lines + _table(('part', 'seconds', 'share'), rows)
 
 
-def _outcome_section(records: list[dict], all_edits: list[Edit]) -> list[str]:
+def _outcome_section(records: list[TrialRecord], all_edits: list[Edit]) -> list[str]:
   n = len(records)
-  rows = [(s, sum(r.get('status') == s for r in records),
-           f'{100 * sum(r.get("status") == s for r in records) / n:.1f}%')
+  rows = [(s, sum(r.status == s for r in records),
+           f'{100 * sum(r.status == s for r in records) / n:.1f}%')
           for s in STATUS_COLOURS]
   reruns = sum(e.runs == 2 for e in all_edits)
-  baseline_rows = sum(r.get('agent') == 'baseline' for r in records)
+  baseline_rows = sum(r.is_baseline for r in records)
   lines = ['## Outcomes', '',
            f'{n} trials: {baseline_rows} baseline runs, {len(all_edits)} edits proposed, '
            f'{reruns} of them re-run inside the noise band.', '']
   return lines + _table(('status', 'trials', 'share'), rows)
 
 
-def _entropy_section(records: list[dict]) -> list[str]:
-  points = [(r.get('trial'), _number((r.get('agent_metrics') or {}).get('entropy')))
-            for r in records if isinstance(r.get('agent_metrics'), dict)]
+def _entropy_section(records: list[TrialRecord]) -> list[str]:
+  points = [(r.trial, _number(r.agent_metrics.get('entropy'))) for r in records]
   points = [(t, e) for t, e in points if e is not None]
   lines = ['## Policy entropy', '']
   if not points:
@@ -385,7 +363,7 @@ def _gene_section(all_edits: list[Edit]) -> list[str]:
                   if rows else ['No rewarded edit yet.'])
 
 
-def build_markdown(records: list[dict], workdir: str = '') -> str:
+def build_markdown(records: list[TrialRecord], workdir: str = '') -> str:
   """report.md: headline, best vs baseline genotype, kept edits, time, outcomes, policy
   entropy and the genes that gained most."""
   figures = headline(records)

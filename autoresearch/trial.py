@@ -2,6 +2,10 @@
 budget, scored in validation bits per byte.
 
     result = trial.run(genotype, corpus, trial_config, watch=...)
+    # = build (compile), train (the budget), evaluate (bits per byte), stage by stage:
+    built = trial.build(genotype_lib.make(genotype), corpus, cfg, placement)
+    scores = trial.evaluate(built, trial.train(built, corpus.train, cfg, watch,
+                                               placement).params, placement)
 
 * Compilation is ahead of time (`jit(...).lower(...).compile()`), timed, and outside
   the budget; JAX's persistent compilation cache (`enable_compilation_cache`) makes a
@@ -32,7 +36,7 @@ import math
 import os
 import time
 import traceback
-from typing import Callable, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -44,72 +48,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from autoresearch import data, distributed, genotype as genotype_lib, hardware, optim
+from autoresearch.trial_types import (  # noqa: F401  (re-exported: trial.TrialResult, ...)
+    Built, LossReading, Scores, Stop, Trained, TrialConfig, TrialResult, Watcher)
 from models import gpt
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialConfig:
-  budget_seconds: float = 60.0      # training seconds per trial (compile and eval excluded)
-  val_bytes: int = 262_144          # bytes of the val split scored, same for every genotype
-  eval_batch_tokens: int = 16_384   # tokens per evaluation batch (memory, not results)
-  max_params: int = 0               # parameter cap of a genotype; 0: none
-  max_step_fraction: float = 0.0    # refuse a step slower than this x budget at the ceiling; 0: none
-  max_loss: float = 3 * math.log(256)  # nats; a training loss above this is an explosion
-  micro_batch_size: int = 0         # sequences per forward/backward; 0: the whole batch
-  compute_dtype: str = 'float32'    # activations dtype ('float32' or 'bfloat16')
-  fsdp: bool = False                # shard parameters and optimizer state over the devices
-  max_steps: int = 0                # stop after this many steps even within the budget; 0: none
-  seed: int = 0                     # parameter init and batch sampling
-
-
-@dataclasses.dataclass(frozen=True)
-class LossReading:
-  """One training-loss reading, given to the watcher after the step finished."""
-  seconds: float    # training seconds when the step finished
-  progress: float   # seconds / budget
-  step: int         # 1-based index of the finished step
-  loss: float       # mean training cross-entropy of that step, nats per byte
-
-
-@dataclasses.dataclass(frozen=True)
-class Stop:
-  """What a watcher returns to end a trial early."""
-  reason: str
-  predicted_bpb: Optional[float] = None
-  status: str = 'aborted'
-
-
-@dataclasses.dataclass
-class TrialResult:
-  """Everything one trial measured. status: 'ok' (trained and scored; the search turns
-  it into 'keep' or 'discard'), 'aborted' (stopped by its watcher) or 'crash'."""
-  genotype_id: str
-  genotype: dict
-  status: str
-  reason: str = ''
-  val_bpb: Optional[float] = None
-  predicted_bpb: Optional[float] = None
-  train_seconds: float = 0.0
-  compile_seconds: float = 0.0
-  eval_seconds: float = 0.0
-  total_seconds: float = 0.0
-  steps: int = 0
-  tokens: int = 0
-  params: int = 0
-  mfu_percent: float = 0.0
-  peak_memory_gb: float = 0.0
-  final_train_loss: Optional[float] = None
-  loss_curve: list = dataclasses.field(default_factory=list)  # [seconds, step, loss]
-  device_kind: str = ''
-  data_fingerprint: str = ''
-  val_bytes_scored: int = 0
-  test_bpb: Optional[float] = None  # only when asked for (score_test=True)
-
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
-
-
-Watcher = Callable[[LossReading], Optional[Stop]]
 
 
 def enable_compilation_cache(cache_dir: str) -> None:
@@ -252,53 +193,35 @@ def _eval_batches(split: np.ndarray, num_bytes: int, seq_len: int, batch_tokens:
   return inputs.reshape(shape), targets.reshape(shape), mask.reshape(shape)
 
 
-def run(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig,
-        watch: Optional[Watcher] = None, score_test: bool = False,
-        devices: Optional[list] = None) -> TrialResult:
-  """Compile, train for `cfg.budget_seconds`, score val_bpb (and, with `score_test`,
-  the same number of bytes of the test split) on `devices` (default: all, of every
-  process); never raises for a bad genotype."""
-  start = time.perf_counter()
-  gid = genotype_lib.genotype_id(genotype) if _in_space(genotype) else 'invalid'
-  result = TrialResult(genotype_id=gid, genotype=dict(genotype), status='crash',
-                       device_kind=hardware.device_kind(),
-                       data_fingerprint=corpus.fingerprint)
-  try:
-    placement = Placement.over(devices or jax.devices(), cfg.fsdp)
-    genotype_lib.check(genotype, cfg.max_params, max_step_flops(cfg, placement.num_devices))
-    _train_and_score(genotype_lib.make(genotype), corpus, cfg, watch, score_test, result,
-                     placement)
-  except genotype_lib.InvalidGenotype as e:
-    result.status, result.reason = 'crash', f'invalid genotype: {e}'
-  except Exception as e:  # A bad genotype must never stop the search.
-    logging.warning('trial %s crashed:\n%s', gid, traceback.format_exc())
-    first_line = (str(e).strip().splitlines() or [''])[0][:300]
-    result.status, result.reason = 'crash', f'{type(e).__name__}: {first_line}'
-  result.total_seconds = time.perf_counter() - start
-  return result
-
-
-def _in_space(genotype) -> bool:
-  try:
-    genotype_lib.make(genotype)
-    return True
-  except genotype_lib.InvalidGenotype:
-    return False
-
-
-def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, score_test, result,
-                     placement: Placement):
-  model_cfg = genotype_lib.model_config(genotype, cfg.compute_dtype)
-  optim_cfg = genotype_lib.optim_config(genotype)
-  batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
+def _check_batching(genotype, cfg: TrialConfig, num_devices: int) -> int:
+  """Micro-batches per step; InvalidGenotype if the batch does not split evenly."""
+  batch_size = genotype['batch_size']
   micro = cfg.micro_batch_size or batch_size
-  n = placement.num_devices
   if batch_size % micro:
     raise genotype_lib.InvalidGenotype(
         f'batch_size={batch_size} is not a multiple of micro_batch_size={micro}')
-  if micro % n:
+  if micro % num_devices:
     name = 'micro_batch_size' if micro < batch_size else 'batch_size'
-    raise genotype_lib.InvalidGenotype(f'{name}={micro} is not divisible by {n} devices')
+    raise genotype_lib.InvalidGenotype(
+        f'{name}={micro} is not divisible by {num_devices} devices')
+  return batch_size // micro
+
+
+def _eval_sets(corpus: data.Corpus, cfg: TrialConfig, seq_len: int, num_devices: int,
+               score_test: bool) -> dict:
+  splits = {'val': corpus.val, **({'test': corpus.test} if score_test else {})}
+  return {name: _eval_batches(split, cfg.val_bytes, seq_len, cfg.eval_batch_tokens, num_devices)
+          for name, split in splits.items()}
+
+
+def build(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig,
+          placement: Placement, score_test: bool = False) -> Built:
+  """Initial state and both steps of a (made) genotype compiled ahead of time for
+  `placement`, timed: everything a trial does before its clock starts."""
+  model_cfg = genotype_lib.model_config(genotype, cfg.compute_dtype)
+  optim_cfg = genotype_lib.optim_config(genotype)
+  batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
+  micro_batches = _check_batching(genotype, cfg, placement.num_devices)
 
   # Abstract shapes first, then compile everything before the clock starts.
   compile_start = time.perf_counter()
@@ -311,54 +234,109 @@ def _train_and_score(genotype, corpus, cfg: TrialConfig, watch, score_test, resu
   opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
   batch_spec = jax.ShapeDtypeStruct((batch_size, seq_len + 1), jnp.uint8)
   progress_spec = jax.ShapeDtypeStruct((), jnp.float32)
-  train_step = make_train_step(graphdef, tx, optim_cfg, batch_size // micro,
+  train_step = make_train_step(graphdef, tx, optim_cfg, micro_batches,
                                (params_sh, opt_sh, placement.batch)).lower(
       params, opt_state, batch_spec, progress_spec).compile()
-  eval_sets = {'val': _eval_batches(corpus.val, cfg.val_bytes, seq_len, cfg.eval_batch_tokens, n)}
-  if score_test:
-    eval_sets['test'] = _eval_batches(corpus.test, cfg.val_bytes, seq_len, cfg.eval_batch_tokens,
-                                      n)
-  inputs, targets, mask = eval_sets['val']
+  eval_sets = _eval_sets(corpus, cfg, seq_len, placement.num_devices, score_test)
   eval_step = make_eval_step(graphdef, (params_sh, placement.batch)).lower(
-      params, *(jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in (inputs, targets, mask))
+      params, *(jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in eval_sets['val'])
   ).compile()
-  result.compile_seconds = time.perf_counter() - compile_start
-  result.params = sum(x.size for x in jax.tree_util.tree_leaves(params))
+  compile_seconds = time.perf_counter() - compile_start
+  return Built(train_step, eval_step, params, opt_state, eval_sets, model_cfg, optim_cfg,
+               batch_size, seq_len, compile_seconds,
+               num_params=sum(x.size for x in jax.tree_util.tree_leaves(params)),
+               memory_gb=hardware.compiled_memory_gb(train_step))
 
-  params, steps, stop = _train(train_step, params, opt_state, corpus.train, batch_size, seq_len,
-                               cfg, watch, result, placement)
-  result.steps = steps
-  result.tokens = steps * batch_size * seq_len
-  if result.train_seconds > 0:
-    flops = gpt.flops_per_token(model_cfg) * result.tokens / result.train_seconds
-    result.mfu_percent = 100.0 * flops / (n * hardware.peak_flops(cfg.compute_dtype))
-  result.peak_memory_gb = hardware.peak_memory_gb()
-  if stop is not None:
-    result.status, result.reason, result.predicted_bpb = stop.status, stop.reason, stop.predicted_bpb
-    return
 
+def evaluate(built: Built, params, placement: Placement) -> Scores:
+  """Bits per byte of `params` on each of `built.eval_sets`, timed."""
   eval_start = time.perf_counter()
-  scores = {}
-  for name, (inputs, targets, mask) in eval_sets.items():
-    put = lambda a: placement.put(a, placement.batch)  # noqa: E731
-    total_nats = sum(float(eval_step(params, put(inputs[i]), put(targets[i]), put(mask[i])))
+  put = lambda a: placement.put(a, placement.batch)  # noqa: E731
+  bpb = {}
+  for name, (inputs, targets, mask) in built.eval_sets.items():
+    total_nats = sum(float(built.eval_step(params, put(inputs[i]), put(targets[i]), put(mask[i])))
                      for i in range(len(inputs)))
-    scores[name] = bits_per_byte(total_nats, int(mask.sum()))
-  result.eval_seconds = time.perf_counter() - eval_start
-  result.val_bytes_scored = int(eval_sets['val'][2].sum())
-  result.val_bpb, result.test_bpb = scores['val'], scores.get('test')
-  if not math.isfinite(result.val_bpb):
-    result.status, result.reason = 'crash', f'val_bpb is {result.val_bpb}'
-    return
-  result.status = 'ok'
+    bpb[name] = bits_per_byte(total_nats, int(mask.sum()))
+  return Scores(bpb, time.perf_counter() - eval_start)
 
 
-def _train(train_step, params, opt_state, train_split, batch_size, seq_len, cfg: TrialConfig,
-           watch, result, placement: Placement):
-  """The budgeted loop. Returns (params, finished steps, Stop or None)."""
+def run(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig,
+        watch: Optional[Watcher] = None, score_test: bool = False,
+        devices: Optional[list] = None) -> TrialResult:
+  """Compile, train for `cfg.budget_seconds`, score val_bpb (and, with `score_test`,
+  the same number of bytes of the test split) on `devices` (default: all, of every
+  process); never raises for a bad genotype. A crash keeps what the stages before it
+  measured."""
+  start = time.perf_counter()
+  gid = genotype_lib.genotype_id(genotype) if _in_space(genotype) else 'invalid'
+  result = TrialResult(genotype_id=gid, genotype=dict(genotype), status='crash',
+                       device_kind=hardware.device_kind(),
+                       data_fingerprint=corpus.fingerprint)
+  try:
+    placement = Placement.over(devices or jax.devices(), cfg.fsdp)
+    genotype_lib.check(genotype, cfg.max_params, max_step_flops(cfg, placement.num_devices))
+    built = build(genotype_lib.make(genotype), corpus, cfg, placement, score_test)
+    result = dataclasses.replace(result, compile_seconds=built.compile_seconds,
+                                 params=built.num_params, peak_memory_gb=built.memory_gb)
+    trained = train(built, corpus.train, cfg, watch, placement)
+    result = _with_training(result, built, trained, cfg, placement.num_devices)
+    if trained.stop is None:
+      result = _with_scores(result, built, evaluate(built, trained.params, placement))
+  except genotype_lib.InvalidGenotype as e:
+    result = dataclasses.replace(result, status='crash', reason=f'invalid genotype: {e}')
+  except Exception as e:  # A bad genotype must never stop the search.
+    logging.warning('trial %s crashed:\n%s', gid, traceback.format_exc())
+    first_line = (str(e).strip().splitlines() or [''])[0][:300]
+    result = dataclasses.replace(result, status='crash', reason=f'{type(e).__name__}: {first_line}')
+  return dataclasses.replace(result, total_seconds=time.perf_counter() - start)
+
+
+def _in_space(genotype) -> bool:
+  try:
+    genotype_lib.make(genotype)
+    return True
+  except genotype_lib.InvalidGenotype:
+    return False
+
+
+def _with_training(result: TrialResult, built: Built, trained: Trained, cfg: TrialConfig,
+                   num_devices: int) -> TrialResult:
+  """`result` with the training figures; status and reason from the stop, if any."""
+  tokens = trained.steps * built.batch_size * built.seq_len
+  mfu_percent = 0.0
+  if trained.train_seconds > 0:
+    flops = gpt.flops_per_token(built.model_cfg) * tokens / trained.train_seconds
+    mfu_percent = 100.0 * flops / (num_devices * hardware.peak_flops(cfg.compute_dtype))
+  result = dataclasses.replace(
+      result, steps=trained.steps, tokens=tokens, mfu_percent=mfu_percent,
+      loss_curve=trained.loss_curve, final_train_loss=trained.final_train_loss,
+      train_seconds=trained.train_seconds)
+  if trained.stop is None:
+    return result
+  stop = trained.stop
+  return dataclasses.replace(result, status=stop.status, reason=stop.reason,
+                             predicted_bpb=stop.predicted_bpb)
+
+
+def _with_scores(result: TrialResult, built: Built, scores: Scores) -> TrialResult:
+  """`result` scored: 'ok', or 'crash' on a non-finite val_bpb."""
+  val_bpb = scores.bpb['val']
+  status, reason = ('ok', '') if math.isfinite(val_bpb) else ('crash', f'val_bpb is {val_bpb}')
+  return dataclasses.replace(
+      result, status=status, reason=reason, val_bpb=val_bpb, test_bpb=scores.bpb.get('test'),
+      eval_seconds=scores.eval_seconds, val_bytes_scored=int(built.eval_sets['val'][2].sum()))
+
+
+def train(built: Built, train_split: np.ndarray, cfg: TrialConfig, watch: Optional[Watcher],
+          placement: Placement) -> Trained:
+  """The budgeted loop from `built`'s initial state (donated): step t is dispatched
+  before step t-1's loss is read; every reading goes to `watch`."""
+  train_step, params, opt_state = built.train_step, built.params, built.opt_state
+  batch_size, seq_len = built.batch_size, built.seq_len
   rng = np.random.default_rng(cfg.seed)
   budget = cfg.budget_seconds
   follow_leader = jax.process_count() > 1
+  loss_curve, final_train_loss = [], None
   clock_start = time.perf_counter()
   pending = None   # (step index, loss array): dispatched, not yet read
   dispatched_steps = 0
@@ -385,16 +363,16 @@ def _train(train_step, params, opt_state, train_split, batch_size, seq_len, cfg:
       continue
     step, loss_value = previous[0], float(previous[1])  # Waits for step t-1 only.
     seconds = time.perf_counter() - clock_start
-    result.loss_curve.append([round(seconds, 4), step, loss_value])
-    result.final_train_loss = loss_value
+    loss_curve.append([round(seconds, 4), step, loss_value])
+    final_train_loss = loss_value
     stop = _check_loss(loss_value, step, cfg)
     if stop is None and watch is not None:
       stop = watch(LossReading(seconds, min(seconds / budget, 1.0), step, loss_value))
     if not follow_leader and (stop is not None or pending is None):
       break
   jax.block_until_ready(params)
-  result.train_seconds = time.perf_counter() - clock_start
-  return params, dispatched_steps, stop
+  return Trained(params, dispatched_steps, loss_curve, final_train_loss,
+                 time.perf_counter() - clock_start, stop)
 
 
 def _leader_decides(stop: Optional[Stop], more: bool, progress: float):

@@ -1,7 +1,7 @@
 """What the PPO agent costs per trial, against what a trial costs.
 
-Measures, on the default config: building the observation (edit mask included),
-`propose`, `observe` without an update, and one PPO update (amortised over the
+Measures, on the default config: building the search's view (edit mask included),
+`propose` (the policy's features included), `observe` without an update, and one PPO update (amortised over the
 `update_every` trials it serves), all after compilation; then one real default trial
 (compile + train + eval), in the same run. Prints `agent_overhead_fraction: X` last:
 agent seconds per trial / trial wall seconds.
@@ -18,7 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from autoresearch import agents, genotype as genotype_lib, modes, trial  # noqa: E402
+from autoresearch import data, genotype as genotype_lib, trial  # noqa: E402
+from autoresearch.ppo_agent import PPOAgent  # noqa: E402
+from benchmarks.examples import example_history, example_view  # noqa: E402
 from configs import default  # noqa: E402
 
 flags.DEFINE_float('trial_seconds', 0.0, 'Use this trial wall time instead of running one.')
@@ -38,33 +40,31 @@ def _best_of(fn, repeats):
 def main(_):
   config = default.get_config()
   best = genotype_lib.from_config(config)
-  agent = agents.PPOAgent(config.agent, config.agent.history, seed=0)
+  agent = PPOAgent(config.agent, seed=0)
   rng = np.random.default_rng(0)
-  history = [agents.history_row(int(rng.integers(genotype_lib.N_GENES)), 0, 1,
-                                float(rng.normal()), 'discard', 1.0, False) for _ in range(40)]
+  history = example_history(rng, 40)
 
   def observation():
-    return agents.build_observation(best, history, config.agent.history, 40, 3, 2.4,
-                                    agents.SearchSpace(config.trial.max_params))
+    return example_view(config, history)
 
   obs = observation()
   proposal = agent.propose(obs)
   for _ in range(2 * agent.update_every):  # compile the update too
-    agent.observe(obs, proposal, float(rng.normal()), obs)
+    agent.observe(obs, proposal, float(rng.normal()), obs, None)
 
   obs_best, obs_median = _best_of(observation, FLAGS.repeats)
   propose_best, propose_median = _best_of(lambda: agent.propose(obs), FLAGS.repeats)
 
   def observe_without_update():
     agent.buffered = 0  # one transition in the buffer: no update
-    agent.observe(obs, proposal, 0.1, obs)
+    agent.observe(obs, proposal, 0.1, obs, None)
 
   observe_best, _ = _best_of(observe_without_update, FLAGS.repeats)
   update_times = []
   for _ in range(5):
     agent.buffered = agent.update_every - 1  # the next transition triggers an update
     start = time.perf_counter()
-    metrics = agent.observe(obs, proposal, 0.3, obs)
+    metrics = agent.observe(obs, proposal, 0.3, obs, None)
     update_times.append(time.perf_counter() - start)
     assert metrics, 'the observe call above must have run an update'
   update = float(np.median(update_times))
@@ -79,8 +79,8 @@ def main(_):
   if FLAGS.trial_seconds > 0:
     trial_wall = FLAGS.trial_seconds
   else:
-    corpus = modes.load_corpus(config)
-    result = trial.run(best, corpus, modes.trial_config(config))
+    corpus = data.corpus_from_config(config)
+    result = trial.run(best, corpus, trial.TrialConfig.from_config(config))
     trial_wall = result.total_seconds
     print(f'trial_val_bpb: {result.val_bpb:.4f}')
   print(f'trial_wall_seconds: {trial_wall:.1f}')

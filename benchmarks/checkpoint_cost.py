@@ -2,8 +2,8 @@
 
 Builds the default search's state as it is after a trial (PPO policy, Adam state,
 a full rollout buffer, 30 history rows, the step's ledger row with its loss curve),
-times `Checkpointer.save` and `Checkpointer.restore` (median of repeats, in a
-temporary folder), then runs one real default trial in the same process. Prints
+times `Store.save` (the checkpoint, then the ledger row) and the checkpoint's restore
+(median of repeats, in a temporary folder), then runs one real default trial in the same process. Prints
 `checkpoint_fraction: X` last: (save + restore seconds) / trial wall seconds. A search
 saves once per trial and restores once per start, so this bounds its share.
 
@@ -20,8 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from autoresearch import agents, checkpointing, genotype as genotype_lib, modes  # noqa: E402
-from autoresearch import search, trial  # noqa: E402
+from autoresearch import data, genotype as genotype_lib, search, store, trial  # noqa: E402
+from autoresearch.ppo_agent import PPOAgent  # noqa: E402
+from autoresearch.records import TrialRecord  # noqa: E402
+from benchmarks.examples import example_history, example_view  # noqa: E402
 from configs import default  # noqa: E402
 
 flags.DEFINE_float('trial_seconds', 0.0, 'Use this trial wall time instead of running one.')
@@ -32,36 +34,36 @@ FLAGS = flags.FLAGS
 def main(_):
   config = default.get_config()
   best = genotype_lib.from_config(config)
-  agent = agents.PPOAgent(config.agent, config.agent.history, seed=0)
+  agent = PPOAgent(config.agent, seed=0)
   rng = np.random.default_rng(0)
-  history = [agents.history_row(int(rng.integers(genotype_lib.N_GENES)), 0, 1,
-                                float(rng.normal()), 'discard', 1.0, False).tolist()
-             for _ in range(config.agent.history)]
-  obs = agents.build_observation(best, [np.asarray(h) for h in history], config.agent.history,
-                                 40, 3, 2.4, agents.SearchSpace(config.trial.max_params))
+  history = example_history(rng, config.agent.history)
+  view = example_view(config, history)
   for _ in range(config.agent.update_every - 1):  # a nearly full rollout buffer
-    agent.observe(obs, agent.propose(obs), float(rng.normal()), obs)
+    agent.observe(view, agent.propose(view), float(rng.normal()), view, None)
   curve = [[0.08 * i, i, 5.0 / (1 + 0.01 * i)] for i in range(1, 760)]  # a 60 s CPU trial
-  row = dict(trial.TrialResult('0' * 12, best, 'ok', val_bpb=1.75, loss_curve=curve).to_dict(),
-             status='discard', description='n_layers 2->3', trial=41, agent='ppo')
+  result = trial.TrialResult('0' * 12, best, 'ok', val_bpb=1.75, loss_curve=curve)
+  row = TrialRecord.from_result(result, trial=41, agent='ppo', status='discard',
+                                description='n_layers 2->3', best_bpb=1.75, sigma=0.004,
+                                budget_seconds=60.0)
   state = search.SearchState(trials=41, proposals=38, best_genotype=best, best_bpb=1.75,
-                             sigma=0.004, baseline_bpbs=[1.75, 1.752, 1.748], history=history)
-  arrays, agent_meta = agent.state_dict()
-  meta = {'state': state.to_json(), 'agent_kind': 'ppo', 'agent': agent_meta,
-          'fingerprint': search.config_fingerprint(config), 'pending_rows': [row]}
+                             sigma=0.004, baseline_bpbs=[1.75, 1.752, 1.748],
+                             history=[entry.to_json() for entry in history])
+  meta = {'state': state.to_json(), 'calibration': None, 'reference': None}
 
   saves, restores = [], []
   with tempfile.TemporaryDirectory() as folder:
-    ckpt = checkpointing.Checkpointer(folder, keep=config.checkpoint.keep)
+    workdir = store.Store(folder, config)
+    checkpoints = os.path.join(folder, 'checkpoints')
     for step in range(FLAGS.repeats):
       start = time.perf_counter()
-      ckpt.save(step, {'agent': arrays}, meta)
+      workdir.save(step, agent, meta, [row])
       saves.append(time.perf_counter() - start)
       start = time.perf_counter()
-      ckpt.restore({'agent': arrays})
+      workdir.checkpointer.restore({'agent': agent.state_dict()[0]})
       restores.append(time.perf_counter() - start)
-    size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(folder) for f in fs)
-    ckpt.close()
+    size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(checkpoints)
+               for f in fs)
+    workdir.close()
   save, restore = float(np.median(saves)), float(np.median(restores))
   print(f'checkpoint_mb: {size / config.checkpoint.keep / 1e6:.2f}')
   print(f'save_seconds: {save:.3f}')
@@ -70,7 +72,7 @@ def main(_):
   if FLAGS.trial_seconds > 0:
     trial_wall = FLAGS.trial_seconds
   else:
-    result = trial.run(best, modes.load_corpus(config), modes.trial_config(config))
+    result = trial.run(best, data.corpus_from_config(config), trial.TrialConfig.from_config(config))
     trial_wall = result.total_seconds
   print(f'trial_wall_seconds: {trial_wall:.1f}')
   print(f'checkpoint_fraction: {(save + restore) / trial_wall:.4f}')

@@ -11,7 +11,7 @@ each starts with its own best, sigma and an empty calibration, as a new search w
 The replayed search, per file:
 * **Baseline.** The rows with agent 'baseline' (the noise runs) are never watched. The
   best starts as the mean of their val_bpb, sigma is their std (ddof 1, at least
-  `min_sigma`); as in search.py they are the first calibration rows (unpaired) and the
+  `min_sigma`: `keep_rule.sigma`); as in search.py they are the first calibration rows (unpaired) and the
   Reference is the mean of their features, with their mean val_bpb.
 * **Searched trials.** The evaluator (a fresh `Evaluator` per trial, with the search's
   Calibration, the best before the trial, a margin of `--margin_sigmas`·sigma (search.py
@@ -20,7 +20,8 @@ The replayed search, per file:
   cannot become the best, exactly as online. One that ran to completion with a finite
   val_bpb is added with `Calibration.update`, paired with the Reference it was watched
   against, and the search's keep rule decides: a gain over keep_sigmas·sigma keeps it;
-  a gain inside the noise band uses the recorded re-run row ('... (re-run, mean X)'),
+  a gain inside the noise band uses the recorded re-run row (the one whose `rerun_of`
+  is the trial),
   which is never watched (nor is it online) and joins the calibration, and the two-run
   mean keeps it when it beats the best by keep_sigmas·sigma/sqrt(2). A gain in the band
   without a recorded re-run (the recorded search had another best) is a discard, and a
@@ -80,9 +81,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from autoresearch import evaluator, ledger  # noqa: E402
+from autoresearch import evaluator, keep_rule, ledger  # noqa: E402
+from autoresearch.records import TrialRecord  # noqa: E402
 from benchmarks.replay_methods import (  # noqa: E402
-    PREDICTION_POINTS, EvaluatorMethod, OptunaMethod, OracleMethod, completed)
+    EVALUATOR_DEFAULTS, PREDICTION_POINTS, EvaluatorMethod, OptunaMethod, OracleMethod)
 from configs import default  # noqa: E402
 
 SWEEP_DELTAS = (0.01, 0.05, 0.1)   # P(beats the best) thresholds of the sweep rows
@@ -93,26 +95,6 @@ MAX_FALSE_KILL_RATE = 0.05         # the constraint of the "fastest within" summ
 
 
 # --- the recorded searches --------------------------------------------------------------
-
-def infer_budget(records: list[dict]) -> float:
-  """The training budget (seconds) the records were trained with.
-
-  A trial dispatches its last step while under the budget, so the third-to-last reading
-  is under it and the last one past it: the budget lies in (max of the third-to-last,
-  min of the last] over completed trials. A whole number in there is what a config
-  sets; otherwise the upper end."""
-  for record in records:
-    if record.get('budget_seconds'):
-      return float(record['budget_seconds'])
-  curves = [r['loss_curve'] for r in records if completed(r) and len(r.get('loss_curve') or
-                                                                       ()) >= 3]
-  if not curves:
-    raise ValueError('no completed trial with a loss curve: pass --budget_seconds')
-  low = max(float(c[-3][0]) for c in curves)
-  high = min(float(c[-1][0]) for c in curves)
-  whole = float(math.floor(high))
-  return whole if whole > low else high
-
 
 @dataclasses.dataclass
 class RecordedSearch:
@@ -129,19 +111,16 @@ class RecordedSearch:
     records = ledger.read_records(path)   # skips a torn last line (a search still writing)
     if not records:
       raise ValueError(f'{path}: no complete trial rows')
-    budget = budget_seconds or infer_budget(records)
-    baseline = [r for r in records if r.get('agent') == 'baseline' and completed(r)]
-    bpbs = [r['val_bpb'] for r in baseline]
-    spread = float(np.std(bpbs, ddof=1)) if len(bpbs) > 1 else 0.0
-    return cls(path, records, budget, baseline,
-               float(np.mean(bpbs)) if bpbs else math.inf, max(spread, min_sigma))
+    baseline = [r for r in records if r.is_baseline and r.scored]
+    bpbs = [r.val_bpb for r in baseline]
+    return cls(path, records, budget_seconds or records[0].budget_seconds, baseline,
+               float(np.mean(bpbs)) if bpbs else math.inf, keep_rule.sigma(bpbs, min_sigma))
 
 
-def stop_cost(record: dict, stop_seconds: float) -> float:
+def stop_cost(record: TrialRecord, stop_seconds: float) -> float:
   """Wall seconds of a trial stopped after `stop_seconds` of training (see the docstring)."""
-  total = float(record.get('total_seconds') or 0.0)
-  setup = total - float(record.get('train_seconds') or 0.0) - float(
-      record.get('eval_seconds') or 0.0)
+  total = record.total_seconds
+  setup = total - record.train_seconds - record.eval_seconds
   return min(max(setup, 0.0) + stop_seconds, total) if total else stop_seconds
 
 
@@ -185,12 +164,6 @@ class Metrics:
 
 # --- the replay ----------------------------------------------------------------------------
 
-def is_rerun(record: dict) -> bool:
-  """The second run of a genotype inside the noise band (search.py writes it right after
-  the first, described '... (re-run, mean X)')."""
-  return '(re-run' in str(record.get('description', ''))
-
-
 def replay_search(method, search: RecordedSearch, keep_sigmas: float) -> Metrics:
   """Runs `method` over one recorded search in order (see the module docstring)."""
   metrics = Metrics()
@@ -202,7 +175,7 @@ def replay_search(method, search: RecordedSearch, keep_sigmas: float) -> Metrics
     return out
 
   def seconds(record):
-    return float(record.get('total_seconds') or 0.0)
+    return record.total_seconds
 
   timed(method.start, search)
   best, sigma, records = search.baseline_bpb, search.sigma, search.records
@@ -210,10 +183,10 @@ def replay_search(method, search: RecordedSearch, keep_sigmas: float) -> Metrics
   while i < len(records):
     record, i = records[i], i + 1
     metrics.seconds_without += seconds(record)
-    if record.get('agent') == 'baseline':
+    if record.is_baseline:
       metrics.seconds_with += seconds(record)   # in the best and the calibration already
       continue
-    rerun = records[i] if i < len(records) and is_rerun(records[i]) else None
+    rerun = records[i] if i < len(records) and records[i].rerun_of == record.trial else None
     if rerun is not None:
       i += 1
       metrics.seconds_without += seconds(rerun)
@@ -224,49 +197,48 @@ def replay_search(method, search: RecordedSearch, keep_sigmas: float) -> Metrics
     ran_on = outcome.stop_seconds is None
     metrics.seconds_with += seconds(record) if ran_on else stop_cost(record,
                                                                      outcome.stop_seconds)
-    beats_best = completed(record) and record['val_bpb'] < best
+    beats_best = record.scored and record.val_bpb < best
     metrics.aborted += not ran_on
     metrics.better += beats_best
     metrics.killed_better += beats_best and not ran_on
-    if completed(record):
+    if record.scored:
       for point, predicted in outcome.predictions.items():
-        metrics.errors[point].append(abs(predicted - record['val_bpb']))
-    if not (ran_on and completed(record)):
+        metrics.errors[point].append(abs(predicted - record.val_bpb))
+    if not (ran_on and record.scored):
       continue   # a stopped trial is never re-run nor kept
 
     # The search's keep rule: a clear gain keeps; one inside the noise band is re-run
     # (when the recording has that re-run: else it is discarded, as without ledger room).
-    gain, kept = best - record['val_bpb'], None
-    if gain > keep_sigmas * sigma:
-      kept = [record], record['val_bpb']
-    elif gain > 0 and rerun is not None:
+    band = keep_rule.first_run(best - record.val_bpb, sigma, keep_sigmas) == 'rerun'
+    rerun = rerun if band else None
+    if rerun is not None:
       timed(method.unwatched, rerun)
       metrics.seconds_with += seconds(rerun)
-      if completed(rerun):
-        mean = (record['val_bpb'] + rerun['val_bpb']) / 2
-        if best - mean > keep_sigmas * sigma / math.sqrt(2):
-          kept = [record, rerun], mean
-    if kept is not None:
-      best = kept[1]
+    status, bpb = keep_rule.decide(best, record.val_bpb,
+                                   rerun.val_bpb if rerun is not None and rerun.scored else None,
+                                   band, sigma, keep_sigmas)
+    if status == 'keep':
+      best = bpb
       metrics.new_bests += 1
-      timed(method.new_best, *kept)
+      timed(method.new_best, [record] + ([rerun] if rerun is not None else []), bpb)
   return metrics
 
 
 def warm_up() -> None:
   """Compiles the evaluator's fits outside the timed replay (once per process, as the
   search does before its first trial's clock starts)."""
-  cfg = evaluator.EvaluatorConfig()
+  cfg = EVALUATOR_DEFAULTS
   calibration = evaluator.Calibration.create(cfg)
   seconds = np.linspace(0.5, 10.0, 40)
   curve = [[float(s), i + 1, float(2.0 + s ** -0.5)] for i, s in enumerate(seconds)]
-  calibration.update(dict(status='ok', val_bpb=2.5, loss_curve=curve), None, 10.0)
+  calibration.update(TrialRecord(1, 'warm-up', 'discard', '', '', {}, 2.5, 0.0, 10.0,
+                                 val_bpb=2.5, loss_curve=curve), None, 10.0)
   evaluator.replay(evaluator.Evaluator(cfg, calibration, 2.0, 0.004, 10.0), curve, 10.0)
 
 
 def methods(margin_sigmas: float, with_optuna: bool, sweep: bool, notes: list):
   """[(row label, method)]: the default evaluator first, then the sweep and Optuna."""
-  base = evaluator.EvaluatorConfig()
+  base = EVALUATOR_DEFAULTS
   rows = [(f'evaluator default (delta={base.delta:g}, confirm={base.confirm}, '
            f'min_progress={base.min_progress:g})',
            EvaluatorMethod(base, margin_sigmas))]
@@ -375,8 +347,8 @@ def main(argv: Optional[list] = None) -> list[str]:
     emit(f'source: {s.path}: {len(s.records)} trials ({len(s.baseline)} baseline), budget '
          f'{s.budget_seconds:g} s, baseline val_bpb {s.baseline_bpb:.6f}, sigma {s.sigma:.6f}')
   rows_total = sum(len(s.records) for s in searches)
-  reruns = sum(is_rerun(r) for s in searches for r in s.records)
-  baseline = sum(r.get('agent') == 'baseline' for s in searches for r in s.records)
+  reruns = sum((r.rerun_of is not None) for s in searches for r in s.records)
+  baseline = sum(r.is_baseline for s in searches for r in s.records)
   emit(f'trials: {rows_total} ({baseline} baseline, {reruns} re-runs, '
        f'{rows_total - baseline - reruns} searched) in {len(searches)} search(es), each '
        f'replayed with its own best, sigma and calibration; keep rule {keep_sigmas:g} sigma, '

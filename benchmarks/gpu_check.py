@@ -14,7 +14,8 @@ Run through benchmarks/gpu_check.sh on a GPU host. In order:
    on a host with one device: step 2 already ran the mesh over it).
 
 Each trial prints tokens/s (from its first loss reading to its last, so the first
-step's one-off costs are left out), compile seconds and MFU: model FLOP/s
+step's one-off costs are left out), compile seconds, the memory its train step needs
+per device (XLA's memory analysis of the compiled step) and MFU: model FLOP/s
 (`gpt.flops_per_token` x tokens/s) over (devices x the measured ceiling). The data
 source defaults to the embedded pystdlib corpus, so the check needs no download; the
 throughput does not depend on the bytes. The last line is `mfu: X`, the one-device
@@ -35,7 +36,7 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from autoresearch import genotype as genotype_lib, hardware, modes, trial  # noqa: E402
+from autoresearch import data, genotype as genotype_lib, hardware, trial  # noqa: E402
 from models import gpt  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -66,7 +67,7 @@ def report(name: str, result: trial.TrialResult, model_cfg, tokens_per_step: int
   print(f'{name}_train_seconds: {result.train_seconds:.1f}')
   print(f'{name}_compile_seconds: {result.compile_seconds:.1f}')
   print(f'{name}_tokens_per_s: {tokens_per_s:,.0f}')
-  print(f'{name}_peak_memory_gb: {result.peak_memory_gb:.2f}')
+  print(f'{name}_memory_gb_per_device: {result.peak_memory_gb:.2f}')
   print(f'{name}_mfu_vs_datasheet_percent: {result.mfu_percent:.2f}')
   print(f'{name}_mfu: {mfu:.4f}')
   return mfu, tokens_per_s
@@ -84,13 +85,14 @@ def main(argv):
   ceiling = hardware.measure_matmul_flops(dtype, size=FLAGS.matmul_size)
   print(f'matmul_ceiling_tflops_{dtype}: {ceiling / 1e12:.1f} (one device, {FLAGS.matmul_size}^2)')
 
-  corpus = modes.load_corpus(config)
+  corpus = data.corpus_from_config(config)
   genotype = genotype_lib.from_config(config)
   model_cfg = genotype_lib.model_config(genotype, dtype)
   tokens_per_step = genotype['batch_size'] * genotype['seq_len']
   print(f'genotype: {genotype_lib.genotype_id(genotype)}, params_M: '
         f'{gpt.count_params(model_cfg) / 1e6:.3f}, tokens_per_step: {tokens_per_step:,}')
-  cfg = dataclasses.replace(modes.trial_config(config), budget_seconds=FLAGS.budget_seconds)
+  cfg = dataclasses.replace(trial.TrialConfig.from_config(config),
+                            budget_seconds=FLAGS.budget_seconds)
   result = trial.run(genotype, corpus, cfg, devices=devices[:1])
   print(f'baseline_val_bpb: {result.val_bpb}')
   mfu, tokens_per_s = report('baseline', result, model_cfg, tokens_per_step, ceiling, 1)

@@ -21,15 +21,12 @@ from typing import Callable, Optional
 import numpy as np
 
 from autoresearch import evaluator
+from autoresearch.records import TrialRecord
+from configs import default
+
+EVALUATOR_DEFAULTS = evaluator.EvaluatorConfig.from_config(default.get_config())
 
 PREDICTION_POINTS = (0.25, 0.5)    # fractions of the budget where the MAE is measured
-
-
-def completed(record: dict) -> bool:
-  """Whether the trial ran to the end and was scored (a finite val_bpb)."""
-  bpb = record.get('val_bpb')
-  return (record.get('status') in ('ok', 'keep', 'discard') and isinstance(bpb, (int, float))
-          and math.isfinite(bpb))
 
 
 @dataclasses.dataclass
@@ -53,11 +50,11 @@ class EvaluatorMethod:
     self.reference = self.calibration.reference(search.baseline, search.baseline_bpb,
                                                 self.budget)
 
-  def watch(self, record: dict, best_bpb: float) -> Outcome:
+  def watch(self, record: TrialRecord, best_bpb: float) -> Outcome:
     watch = evaluator.Evaluator(self.cfg, self.calibration, best_bpb,
                                 self.margin_sigmas * self.sigma, self.budget,
                                 reference=self.reference)
-    stop, progress = evaluator.replay(watch, record.get('loss_curve') or [], self.budget)
+    stop, progress = evaluator.replay(watch, record.loss_curve, self.budget)
     predictions = {}
     for point in PREDICTION_POINTS:
       # The prediction made at that checkpoint: the first at or past it, within a step.
@@ -67,14 +64,14 @@ class EvaluatorMethod:
         predictions[point] = made[0].mean_bpb
     return Outcome(progress * self.budget if stop is not None else None, predictions)
 
-  def finish(self, record: dict, outcome: Outcome) -> None:
+  def finish(self, record: TrialRecord, outcome: Outcome) -> None:
     if outcome.stop_seconds is None:   # a stopped trial teaches nothing, as online
       self.calibration.update(record, self.reference, self.budget)
 
-  def unwatched(self, record: dict) -> None:
+  def unwatched(self, record: TrialRecord) -> None:
     self.calibration.update(record, self.reference, self.budget)
 
-  def new_best(self, records: list[dict], bpb: float) -> None:
+  def new_best(self, records: list[TrialRecord], bpb: float) -> None:
     self.reference = self.calibration.reference(records, bpb, self.budget)
 
 
@@ -89,24 +86,24 @@ class OracleMethod:
   def start(self, search) -> None:
     self.budget = search.budget_seconds
 
-  def watch(self, record: dict, best_bpb: float) -> Outcome:
-    wins = completed(record) and record['val_bpb'] < best_bpb
+  def watch(self, record: TrialRecord, best_bpb: float) -> Outcome:
+    wins = record.scored and record.val_bpb < best_bpb
     return Outcome(None if wins else self.min_progress * self.budget)
 
-  def finish(self, record: dict, outcome: Outcome) -> None:
+  def finish(self, record: TrialRecord, outcome: Outcome) -> None:
     pass
 
-  def unwatched(self, record: dict) -> None:
+  def unwatched(self, record: TrialRecord) -> None:
     pass
 
-  def new_best(self, records: list[dict], bpb: float) -> None:
+  def new_best(self, records: list[TrialRecord], bpb: float) -> None:
     pass
 
 
-def checkpoint_losses(record: dict, budget: float, checkpoints: np.ndarray, window: float):
+def checkpoint_losses(record: TrialRecord, budget: float, checkpoints: np.ndarray, window: float):
   """[(training seconds when checkpoint k is reached, mean loss over the readings of
   progress in (p_k - window, that reading])] for the checkpoints the curve reaches."""
-  curve = np.asarray(record.get('loss_curve') or [], np.float64).reshape(-1, 3)
+  curve = np.asarray(record.loss_curve, np.float64).reshape(-1, 3)
   progress = curve[:, 0] / budget
   out = []
   for p in checkpoints:
@@ -130,15 +127,15 @@ class OptunaMethod:
     self.states, self.budget = optuna.trial.TrialState, search.budget_seconds
     self.study = optuna.create_study(direction='minimize', pruner=self.make_pruner())
     self.checkpoints = evaluator.Calibration.create(
-        evaluator.EvaluatorConfig(check_every=self.check_every)).checkpoints
+        dataclasses.replace(EVALUATOR_DEFAULTS, check_every=self.check_every)).checkpoints
     for record in search.baseline:
       self.unwatched(record)
     self._trial = None
 
-  def _losses(self, record: dict):
+  def _losses(self, record: TrialRecord):
     return checkpoint_losses(record, self.budget, self.checkpoints, self.check_every / 2)
 
-  def watch(self, record: dict, best_bpb: float) -> Outcome:
+  def watch(self, record: TrialRecord, best_bpb: float) -> Outcome:
     self._trial = self.study.ask()
     for k, (seconds, loss) in enumerate(self._losses(record), start=1):
       self._trial.report(loss, k)
@@ -146,24 +143,24 @@ class OptunaMethod:
         return Outcome(seconds)
     return Outcome(None)
 
-  def _tell(self, trial, record: dict) -> None:
-    if completed(record):
-      self.study.tell(trial, record['val_bpb'])
+  def _tell(self, trial, record: TrialRecord) -> None:
+    if record.scored:
+      self.study.tell(trial, record.val_bpb)
     else:
       self.study.tell(trial, state=self.states.FAIL)   # a crash (or a recorded abort)
 
-  def finish(self, record: dict, outcome: Outcome) -> None:
+  def finish(self, record: TrialRecord, outcome: Outcome) -> None:
     if outcome.stop_seconds is not None:
       self.study.tell(self._trial, state=self.states.PRUNED)
     else:
       self._tell(self._trial, record)
 
-  def unwatched(self, record: dict) -> None:
+  def unwatched(self, record: TrialRecord) -> None:
     """A trial the pruner may not stop (baseline, re-run): its history, never pruned."""
     trial = self.study.ask()
     for k, (_, loss) in enumerate(self._losses(record), start=1):
       trial.report(loss, k)
     self._tell(trial, record)
 
-  def new_best(self, records: list[dict], bpb: float) -> None:
+  def new_best(self, records: list[TrialRecord], bpb: float) -> None:
     pass   # the study tracks its own best

@@ -99,7 +99,7 @@ def run_one(preset: Preset, agent: str, seed: int, run_seconds: float, workdir: 
   def record():
     # results.tsv, not trials.jsonl: its rows carry no loss curves, so reading it after
     # every trial stays cheap however many trials the run has.
-    for row in ledger_lib.read_tsv(s.ledger.tsv_path)[len(points):]:
+    for row in ledger_lib.read_tsv(s.store.ledger.tsv_path)[len(points):]:
       val_bpb = float(row['val_bpb'])
       points.append({'trial': int(row['trial']), 'seconds': time.monotonic() - start,
                      'proposer': row['agent'], 'status': row['status'],
@@ -114,7 +114,7 @@ def run_one(preset: Preset, agent: str, seed: int, run_seconds: float, workdir: 
       s.step()
       record()
   finally:
-    s.checkpointer.close()
+    s.store.close()
   # The baseline's noise runs count even past the budget: every run has its baseline.
   finished = [p for p in points if p['seconds'] <= run_seconds or p['proposer'] == 'baseline']
   final = finished[-1]['best_bpb'] if finished else math.nan

@@ -9,9 +9,9 @@ One run does, in order:
    `autoresearch.hardware.measure_matmul_flops('float32')` (a large jitted matmul;
    the same ceiling `trial` divides by on CPUs), at the start and again before each
    JAX round; the best sample is the ceiling.
-2. Builds the config's baseline genotype and compiles its real training step exactly
-   as `autoresearch.trial` does (`nnx.eval_shape` + `nnx.split`, `optim.build`,
-   `trial.make_train_step(...).lower(...).compile()`), timing the compilation.
+2. Builds the config's baseline genotype with `trial.build`, the very function
+   `trial.run` compiles a trial with (on one device), and reports its compile seconds
+   (the train and eval steps, as a trial's compile_seconds).
 3. Where PyTorch can be imported (it is not a dependency of the project), builds the
    same model in PyTorch (token embedding, RMSNorm with scale, causal attention with
    RoPE at the same head count and head dim through `F.scaled_dot_product_attention`,
@@ -48,13 +48,11 @@ if _REPO_ROOT not in sys.path:
   sys.path.insert(0, _REPO_ROOT)
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from flax import nnx  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from autoresearch import data, hardware, optim, trial  # noqa: E402
+from autoresearch import data, hardware, trial  # noqa: E402
 from autoresearch import genotype as genotype_lib  # noqa: E402
 from benchmarks.torch_twin import TorchStep, torch, torch_unsupported  # noqa: E402
 from models import gpt  # noqa: E402
@@ -159,33 +157,20 @@ def _matmul_ceiling(seconds: float) -> float:
 # JAX: the trial's own step.
 
 class JaxStep:
-  """The trial's compiled training step for `genotype`, with its state."""
+  """The trial's compiled training step for `genotype`, built by `trial.build` as
+  `trial.run` builds it, on one device (the ceiling MFU divides by is one device's),
+  with its state."""
 
-  def __init__(self, genotype, trial_cfg: trial.TrialConfig):
-    model_cfg = genotype_lib.model_config(genotype, trial_cfg.compute_dtype)
-    optim_cfg = genotype_lib.optim_config(genotype)
-    batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
-    micro = trial_cfg.micro_batch_size or batch_size
-    if batch_size % micro:
-      raise ValueError(f'batch_size={batch_size} is not a multiple of micro_batch_size={micro}')
-    self.micro_batches = batch_size // micro
-    start = time.perf_counter()
-    graphdef, abstract_params = nnx.split(
-        nnx.eval_shape(lambda: gpt.GPT(model_cfg, nnx.Rngs(0))))
-    tx = optim.build(optim_cfg, abstract_params)
-    init = jax.jit(lambda key: nnx.state(gpt.GPT(model_cfg, nnx.Rngs(key))))
-    self.params = init(jax.random.key(trial_cfg.seed))
-    self.opt_state = jax.jit(tx.init)(self.params)
-    batch_spec = jax.ShapeDtypeStruct((batch_size, seq_len + 1), jnp.uint8)
-    progress_spec = jax.ShapeDtypeStruct((), jnp.float32)
-    self.train_step = trial.make_train_step(graphdef, tx, optim_cfg, self.micro_batches).lower(
-        self.params, self.opt_state, batch_spec, progress_spec).compile()
-    jax.block_until_ready((self.params, self.opt_state))
-    self.compile_seconds = time.perf_counter() - start
-    self.num_params = sum(x.size for x in jax.tree_util.tree_leaves(self.params))
-    self.model_cfg = model_cfg
+  def __init__(self, genotype, trial_cfg: trial.TrialConfig, corpus: data.Corpus):
+    self.placement = trial.Placement.over(jax.devices()[:1], trial_cfg.fsdp)
+    built = trial.build(genotype_lib.make(genotype), corpus, trial_cfg, self.placement)
+    self.train_step, self.params, self.opt_state = built.train_step, built.params, built.opt_state
+    self.compile_seconds = built.compile_seconds
+    self.num_params = built.num_params
+    self.model_cfg = built.model_cfg
 
   def step(self, batch, progress):
+    batch = self.placement.put(batch, self.placement.batch)
     self.params, self.opt_state, loss = self.train_step(
         self.params, self.opt_state, batch, np.float32(progress))
     return loss
@@ -217,11 +202,11 @@ def main(argv):
   # 2. The baseline genotype and the trial's compiled step.
   genotype = genotype_lib.from_config(config)
   genotype_lib.check(genotype)
-  trial_cfg = trial.TrialConfig(**config.trial.to_dict())
+  trial_cfg = trial.TrialConfig.from_config(config)
   batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
   tokens_per_step = batch_size * seq_len
   corpus = data.load_corpus('pystdlib')
-  jax_step = JaxStep(genotype, trial_cfg)
+  jax_step = JaxStep(genotype, trial_cfg, corpus)
   flops_per_token = gpt.flops_per_token(jax_step.model_cfg)
   _print('genotype_id', genotype_lib.genotype_id(genotype))
   _print('shape', f'batch {batch_size} x seq {seq_len}, {genotype["n_layers"]} layers, '

@@ -157,15 +157,6 @@ def apply_rope(x_xTxE, cos_TxE, sin_TxE, scale: float = 1.0):
   return (x * cos + jnp.concatenate([x2, x1], axis=-1) * sin).astype(x_xTxE.dtype)
 
 
-
-def lookup(table_VxC, tokens):
-  """Rows of `table` for int tokens (B, T), or the mixture for one-hot / soft tokens
-  (B, T, V) floats: the latter makes the output differentiable in its input."""
-  if jnp.issubdtype(tokens.dtype, jnp.integer):
-    return jnp.take(table_VxC, tokens, axis=0)
-  return jnp.einsum('btv,vc->btc', tokens, table_VxC)
-
-
 def attention_mask(t_len: int, window: int):
   """Boolean (T, T): query t sees keys s with 0 <= t - s < window."""
   delta = jnp.arange(t_len)[:, None] - jnp.arange(t_len)[None, :]
@@ -279,7 +270,7 @@ class Block(nnx.Module):
 
 
 class GPT(nnx.Module):
-  """tokens (B, T) int, or (B, T, V) one-hot floats -> logits (B, T, V) float32."""
+  """tokens (B, T) int -> logits (B, T, V) float32."""
 
   def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
     validate(cfg)
@@ -311,7 +302,7 @@ class GPT(nnx.Module):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.compute_dtype)
     t = tokens_BxT.shape[1]
-    x_BxTxD = lookup(self.embed[...], tokens_BxT)
+    x_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0)
     if self.pos_embed is not None:
       x_BxTxD = x_BxTxD + self.pos_embed[...][:t][None]
     x_BxTxD = rms_normalize(x_BxTxD).astype(dtype)
@@ -321,7 +312,7 @@ class GPT(nnx.Module):
         x_BxTxD = (self.lambda_res[...][i] * x_BxTxD + self.lambda_0[...][i] * x0_BxTxD).astype(dtype)
       ve = None
       if str(i) in self.value_embed:
-        ve = lookup(self.value_embed[str(i)][...], tokens_BxT).astype(dtype)
+        ve = jnp.take(self.value_embed[str(i)][...], tokens_BxT, axis=0).astype(dtype)
       x_BxTxD = block(x_BxTxD, ve)
     x_BxTxD = self.final_norm(x_BxTxD)
     head_DxV = self.embed[...].T if self.lm_head is None else self.lm_head[...]

@@ -49,7 +49,9 @@ class PolicyOutputs(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class PolicyConfig:
-  """Sizes of the actor-critic. Input sizes come from the observation encoder."""
+  """Sizes of the actor-critic. Input sizes come from the observation encoder; the
+  widths from `config.agent` (hidden, num_heads, history), whose defaults live in
+  configs/default.py only."""
 
   genome_dim: int          # features encoding a genotype
   history_dim: int         # features per history row (one past trial)
@@ -57,8 +59,8 @@ class PolicyConfig:
   n_genes: int             # G: genes the agent may edit
   max_values: int          # V: largest value set over the genes (others are padded, masked)
   history_len: int         # H: history slots attended over
-  hidden: int = 64         # D: width of every hidden layer
-  num_heads: int = 4       # attention heads over the history; must divide hidden
+  hidden: int              # D: width of every hidden layer
+  num_heads: int           # attention heads over the history; must divide hidden
 
 
 def _linear(fan_in: int, fan_out: int, rngs: nnx.Rngs, scale: float = 1.0,

@@ -1,11 +1,12 @@
 """A search with K parallel trials on fake CPU devices and a stand-in trial runner.
 
   XLA_FLAGS=--xla_force_host_platform_device_count=4 python tests/parallel_search_script.py \
-      WORKDIR K MAX_TRIALS LOG
+      WORKDIR K MAX_TRIALS LOG [POINT:N]
 
 The stand-in trains nothing: it sleeps 0.2 s and returns a val_bpb that is a fixed
 function of the genotype (and the seed), and appends (devices, start, end, thread) of
 each call to LOG as JSON lines, so the test can check where and when trials ran.
+POINT:N kills the process the N-th time the search reaches that point (tests/faults.py).
 """
 
 import json
@@ -15,12 +16,14 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import faults  # noqa: E402
 from autoresearch import genotype as genotype_lib, search, trial  # noqa: E402
 from configs import tiny  # noqa: E402
 
 
-def main(workdir, k, max_trials, log):
+def main(workdir, k, max_trials, log, kill_at=''):
   lock = threading.Lock()
 
   def stand_in(genotype, corpus, cfg, watch=None, score_test=False, devices=None):
@@ -36,7 +39,6 @@ def main(workdir, k, max_trials, log):
     return trial.TrialResult(gid, dict(genotype), status='ok', val_bpb=bpb, train_seconds=1.0,
                              total_seconds=1.0, steps=1)
 
-  trial.run = stand_in
   config = tiny.get_config()
   config.search.parallel_trials = k
   config.search.max_trials = max_trials
@@ -46,8 +48,8 @@ def main(workdir, k, max_trials, log):
   config.agent.update_every = 4
   config.agent.ppo.minibatches = 2
   config.evaluator.enabled = False
-  search.run(config, workdir)
+  search.run(config, workdir, runner=stand_in, fault=faults.kill_at(kill_at))
 
 
 if __name__ == '__main__':
-  main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+  main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], *sys.argv[5:])

@@ -20,8 +20,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
 
-from autoresearch import distributed, genotype as genotype_lib, modes, trial  # noqa: E402
+from autoresearch import data, distributed, genotype as genotype_lib, trial  # noqa: E402
 from configs import tiny  # noqa: E402
 
 STEPS = 8  # steps of every trial here
@@ -32,7 +33,7 @@ def setup():
   config.genotype.batch_size = 8
   config.trial.budget_seconds = 600.0  # never reached: max_steps ends training
   config.trial.max_steps = STEPS
-  return config, genotype_lib.from_config(config), modes.trial_config(config)
+  return config, genotype_lib.from_config(config), trial.TrialConfig.from_config(config)
 
 
 def summary(result: trial.TrialResult) -> dict:
@@ -43,7 +44,7 @@ def summary(result: trial.TrialResult) -> dict:
 
 def on_devices():
   config, genotype, cfg = setup()
-  corpus = modes.load_corpus(config)
+  corpus = data.corpus_from_config(config)
   devices = jax.devices()
   assert len(devices) == 4, devices
   runs = {
@@ -63,7 +64,7 @@ def on_processes(process_id: int, num_processes: int, port: int):
   config.distributed.num_processes = num_processes
   config.distributed.process_id = process_id
   distributed.initialize(config)
-  corpus = modes.load_corpus(config)
+  corpus = data.corpus_from_config(config)
   out = {'process_index': jax.process_index(), 'device_count': jax.device_count(),
          'local_device_count': jax.local_device_count(), 'trials': []}
   proposals = [{'genotype': genotype, 'seed': 0},
@@ -79,7 +80,7 @@ def on_processes(process_id: int, num_processes: int, port: int):
                        dataclasses.replace(cfg, seed=proposal['seed']), watch=watch,
                        devices=jax.devices())
     out['trials'].append(dict(summary(result), predicted_bpb=result.predicted_bpb))
-  distributed.sync('done')
+  multihost_utils.sync_global_devices('done')   # neither process exits mid-collective
   return out
 
 

@@ -19,12 +19,12 @@ SPACE = agents.SearchSpace(max_params=2_000_000, max_step_flops=2e11)
 def _make(kind, workdir, seed=0):
   config = default.get_config()
   config.agent.kind = kind
-  return agents.make(config.agent, config.agent.history, seed, SPACE, str(workdir))
+  return agents.make(config.agent, seed, str(workdir))
 
 
-def _observation(best, best_bpb=3.0):
-  return agents.build_observation(best, [], 30, trials=3, since_improvement=0, best_bpb=best_bpb,
-                                  space=SPACE)
+def _view(best, best_bpb=3.0):
+  mask = genotype_lib.edit_mask(best, SPACE.max_params, SPACE.max_step_flops)
+  return agents.SearchView(best, best_bpb, 0.01, 3, 0, (), mask, SPACE)
 
 
 def _score(genotype):
@@ -37,8 +37,8 @@ def _drive(agent, best, n):
   """n propose/observe rounds against a fixed best; the proposed genotypes."""
   proposed = []
   for _ in range(n):
-    obs = _observation(best)
-    proposal = agent.propose(obs)
+    view = _view(best)
+    proposal = agent.propose(view)
     if proposal.genotype is None:
       genotype = genotype_lib.apply_edit(best, proposal.gene, proposal.value)
     else:
@@ -46,7 +46,7 @@ def _drive(agent, best, n):
     valid = genotype_lib.is_valid(genotype, SPACE.max_params, SPACE.max_step_flops)[0]
     outcome = agents.Outcome(genotype, 'discard' if valid else 'crash',
                              _score(genotype) if valid else None)
-    agent.observe(obs, proposal, 0.0, obs, outcome)
+    agent.observe(view, proposal, 0.0, view, outcome)
     proposed.append(genotype)
   return proposed
 
@@ -56,8 +56,15 @@ def test_decode_inverts_encode():
   for _ in range(20):
     g = genotype_lib.random_genotype(rng)
     assert genotype_lib.decode(genotype_lib.encode(g)) == g
+
+
+def test_optuna_starts_from_the_exact_best_of_the_view(tmp_path):
+  # The view hands agents the best as the search holds it (no round trip through features).
   best = genotype_lib.from_config(tiny.get_config())
-  assert agents.best_of(_observation(best, best_bpb=2.345678)) == (best, pytest.approx(2.345678))
+  agent = _make('tpe', tmp_path)
+  agent.propose(_view(best, best_bpb=2.3456789012345))
+  first = agent.study.get_trials()[0]
+  assert first.value == 2.3456789012345 and first.params == optuna_agents.to_params(best)
 
 
 @pytest.mark.parametrize('kind', ['random', 'random_global', 'evolution'])
@@ -107,7 +114,8 @@ def test_optuna_agents_stay_in_the_space_and_are_told_invalid_proposals_as_faile
                           for t in complete)
 
 
-@pytest.mark.parametrize('kind', ['random', 'random_global', 'evolution', 'ppo', 'tpe', 'cmaes'])
+@pytest.mark.parametrize('kind', ['random', 'random_global', 'evolution',
+                                  pytest.param('ppo', marks=pytest.mark.slow), 'tpe', 'cmaes'])
 def test_state_round_trips_through_the_checkpoint(tmp_path, kind):
   best = genotype_lib.from_config(default.get_config())
   agent = _make(kind, tmp_path / 'work')
@@ -126,6 +134,7 @@ def test_state_round_trips_through_the_checkpoint(tmp_path, kind):
   assert _drive(restored, best, 6) == continued
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_writes_the_tsv_the_plot_and_the_last_line(tmp_path):
   results = tmp_path / 'results'
   proc = subprocess.run(

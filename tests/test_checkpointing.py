@@ -57,7 +57,7 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
 def _fake_run(genotype, corpus, cfg, watch=None, score_test=False):
   """Deterministic stand-in for trial.run: val_bpb a fixed function of the genotype."""
   gid = genotype_lib.genotype_id(genotype)
-  bpb = 2.0 + int(gid[:6], 16) / 16**6 * 0.05 + 1e-4 * cfg.seed % 3
+  bpb = 2.0 + int(gid[:6], 16) / 16**6 * 0.05 + 1e-4 * (cfg.seed % 3)
   if watch is not None and watch(trial.LossReading(1.0, 1.0, 1, 1.0)) is not None:
     return trial.TrialResult(gid, dict(genotype), status='interrupted')
   return trial.TrialResult(gid, dict(genotype), status='ok', val_bpb=bpb, train_seconds=1.0,
@@ -76,11 +76,11 @@ def _config(max_trials, kind='ppo'):
 
 
 def _proposed(workdir):
-  return [(r['trial'], r['commit'], r['status']) for r in
+  return [(r.trial, r.genotype_id, r.status) for r in
           ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl'))]
 
 
-def _run_until_signal(config, workdir, monkeypatch, signal_at_call):
+def _run_until_signal(config, workdir, signal_at_call):
   """search.run with the stand-in runner, sending SIGTERM during its n-th trial."""
   calls = {'n': 0}
 
@@ -90,19 +90,14 @@ def _run_until_signal(config, workdir, monkeypatch, signal_at_call):
       os.kill(os.getpid(), signal.SIGTERM)
     return _fake_run(genotype, corpus, cfg, watch, score_test)
 
-  monkeypatch.setattr(trial, 'run', run_then_signal)
-  try:
-    return search.run(config, workdir)
-  finally:
-    monkeypatch.setattr(trial, 'run', _fake_run)
+  return search.run(config, workdir, runner=run_then_signal)
 
 
-@pytest.mark.parametrize('kind', ['ppo', 'evolution', 'tpe', 'cmaes'])
-def test_resume_proposes_exactly_what_an_uninterrupted_search_proposes(tmp_path, monkeypatch,
-                                                                       kind):
-  monkeypatch.setattr(trial, 'run', _fake_run)
+@pytest.mark.parametrize('kind', [pytest.param('ppo', marks=pytest.mark.slow), 'evolution',
+                                  'tpe', 'cmaes'])
+def test_resume_proposes_exactly_what_an_uninterrupted_search_proposes(tmp_path, kind):
   straight = str(tmp_path / 'straight')
-  search.run(_config(14, kind), straight)
+  search.run(_config(14, kind), straight, runner=_fake_run)
   expected = _proposed(straight)
   assert len(expected) == 14 and len({c for _, c, _ in expected}) > 4
 
@@ -111,41 +106,41 @@ def test_resume_proposes_exactly_what_an_uninterrupted_search_proposes(tmp_path,
   signalled = str(tmp_path / 'signalled')
   recorded = []
   for k in (2, 5, 4):
-    state = _run_until_signal(_config(14, kind), signalled, monkeypatch, signal_at_call=k)
+    state = _run_until_signal(_config(14, kind), signalled, signal_at_call=k)
     recorded.append(state.trials)
     assert len(_proposed(signalled)) == state.trials
   assert recorded[0] < recorded[1] < recorded[2] < 14
-  search.run(_config(14, kind), signalled)
+  search.run(_config(14, kind), signalled, runner=_fake_run)
   assert _proposed(signalled) == expected
 
   # Killed between the checkpoint and the ledger: the last row is only in the checkpoint
   # and half-written in both ledger files.
   torn = str(tmp_path / 'torn')
-  state = _run_until_signal(_config(14, kind), torn, monkeypatch, signal_at_call=8)
+  state = _run_until_signal(_config(14, kind), torn, signal_at_call=8)
   for name in ('trials.jsonl', 'results.tsv'):
     path = os.path.join(torn, name)
     lines = open(path).read().splitlines(keepends=True)
     open(path, 'w').write(''.join(lines[:-1]) + lines[-1][:10])
   assert len(ledger_lib.read_records(os.path.join(torn, 'trials.jsonl'))) == state.trials - 1
-  search.run(_config(14, kind), torn)
+  search.run(_config(14, kind), torn, runner=_fake_run)
   assert _proposed(torn) == expected
   assert len(ledger_lib.read_tsv(os.path.join(torn, 'results.tsv'))) == 14
 
 
-def test_a_changed_config_is_refused_naming_what_changed(tmp_path, monkeypatch):
-  monkeypatch.setattr(trial, 'run', _fake_run)
-  search.run(_config(3), str(tmp_path))
+def test_a_changed_config_is_refused_naming_what_changed(tmp_path):
+  search.run(_config(3), str(tmp_path), runner=_fake_run)
   changed = _config(4)
   changed.trial.budget_seconds = 9.0
   changed.genotype.d_model = 64
   with pytest.raises(checkpointing.CheckpointError, match='trial, baseline genotype'):
-    search.run(changed, str(tmp_path))
+    search.run(changed, str(tmp_path), runner=_fake_run)
   changed.checkpoint.allow_config_change = True
-  assert search.run(changed, str(tmp_path)).trials == 4
+  assert search.run(changed, str(tmp_path), runner=_fake_run).trials == 4
 
 
-def _command(workdir, max_trials):
-  return [sys.executable, 'main.py', '--config=configs/tiny.py', f'--workdir={workdir}',
+def _command(workdir, max_trials, kill_at=''):
+  return [sys.executable, 'tests/search_script.py', '--config=configs/tiny.py',
+          f'--workdir={workdir}', f'--kill_at={kill_at}',
           f'--config.search.max_trials={max_trials}', '--config.search.noise_repeats=2',
           '--config.trial.budget_seconds=0.5', '--config.agent.kind=random']
 
@@ -154,21 +149,20 @@ def _command(workdir, max_trials):
 def test_kill_9_at_many_moments_loses_and_duplicates_nothing(tmp_path):
   workdir = str(tmp_path / 'w')
   n = 9
-  # point:N = the N-th time the process reaches that point (see search.fault_point).
+  # point:N = the N-th time the process reaches that point (see tests/faults.py).
   kills = ['mid-compile:1', 'train:2', 'mid-eval:2', 'mid-checkpoint:2', 'after-checkpoint:3',
            'mid-compile:3', 'mid-checkpoint:1']
   seen = []  # (trial, commit, val_bpb) recorded before each kill
   for point in kills:
-    env = dict(os.environ, AUTORESEARCH_KILL_AT=point)
-    proc = subprocess.run(_command(workdir, n), cwd=ROOT, env=env, capture_output=True,
+    proc = subprocess.run(_command(workdir, n, point), cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, (point, proc.returncode, proc.stderr[-2000:])
     records = ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl'))
-    seen.append([(r['trial'], r['commit'], r['val_bpb']) for r in records])
+    seen.append([(r.trial, r.genotype_id, r.val_bpb) for r in records])
   proc = subprocess.run(_command(workdir, n), cwd=ROOT, capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  final = [(r['trial'], r['commit'], r['val_bpb'])
+  final = [(r.trial, r.genotype_id, r.val_bpb)
            for r in ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl'))]
   assert [t for t, _, _ in final] == list(range(1, n + 1))
   for before in seen:  # every trial recorded before a kill is still there, unchanged
@@ -197,14 +191,14 @@ def test_sigterm_exits_zero_within_the_grace_period_and_resumes(tmp_path):
   done = subprocess.run(_command(workdir, 3), cwd=ROOT, capture_output=True, text=True,
                         timeout=300)
   assert done.returncode == 0, done.stderr[-2000:]
-  assert [r['trial'] for r in ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl'))] \
+  assert [r.trial for r in ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl'))] \
       == [1, 2, 3]
 
 
-def test_a_new_search_can_start_from_an_earlier_search_policy(tmp_path, monkeypatch):
-  monkeypatch.setattr(trial, 'run', _fake_run)
+@pytest.mark.slow
+def test_a_new_search_can_start_from_an_earlier_search_policy(tmp_path):
   first = str(tmp_path / 'first')
-  search.run(_config(10), first)  # two PPO updates: the policy moved from its init
+  search.run(_config(10), first, runner=_fake_run)  # two PPO updates: the policy moved from its init
   learned = checkpointing.Checkpointer(os.path.join(first, 'checkpoints'))
   _, arrays, _ = learned.restore(
       {'agent': search.Search(_config(10), str(tmp_path / 'probe')).agent.state_dict()[0]})

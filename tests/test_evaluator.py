@@ -7,10 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from autoresearch import evaluator, learning_curve, trial
+from autoresearch import evaluator, learning_curve
+from autoresearch.records import TrialRecord
+from autoresearch.trial_types import LossReading
+from configs import tiny
 
 BUDGET = 60.0   # seconds of the synthetic trials
 READINGS = 600  # readings per synthetic trial
+
+
+def _config(**overrides) -> evaluator.EvaluatorConfig:
+  """The evaluator config the tiny config (i.e. the default) sets, with `overrides`."""
+  return dataclasses.replace(evaluator.EvaluatorConfig.from_config(tiny.get_config()),
+                             **overrides)
 
 
 def _curve(a, b, c, rng, noise=0.05, budget=BUDGET, readings=READINGS):
@@ -26,8 +35,10 @@ def _final_bpb(a, c, rng):
 
 
 def _record(a, b, c, rng, status='discard', noise=0.05):
-  return dict(status=status, val_bpb=_final_bpb(a, c, rng), train_seconds=BUDGET,
-              loss_curve=_curve(a, b, c, rng, noise))
+  return TrialRecord(trial=1, agent='random', status=status, description='edit',
+                     genotype_id='g', genotype={}, best_bpb=2.0, sigma=0.004,
+                     budget_seconds=BUDGET, val_bpb=_final_bpb(a, c, rng), train_seconds=BUDGET,
+                     loss_curve=_curve(a, b, c, rng, noise))
 
 
 def _random_record(rng, noise=0.05):
@@ -38,7 +49,7 @@ def _random_record(rng, noise=0.05):
 @pytest.fixture(scope='module')
 def calibrated():
   rng = np.random.default_rng(0)
-  calibration = evaluator.Calibration.create(evaluator.EvaluatorConfig())
+  calibration = evaluator.Calibration.create(_config())
   for _ in range(20):
     assert calibration.update(_random_record(rng))
   return calibration
@@ -57,17 +68,17 @@ def test_calibration_learns_the_bias_and_improves_with_more_trials():
   # Little reading noise, so that the bias, not the extrapolation's scatter, dominates.
   rng = np.random.default_rng(2)
   held_out = [_random_record(rng, noise=0.01) for _ in range(10)]
-  cfg = evaluator.EvaluatorConfig()
+  cfg = _config()
   checkpoint = 0.3
 
   def errors(calibration):
     errs, stds = [], []
     for record in held_out:
-      feats = learning_curve.trial_features(record['loss_curve'], BUDGET,
+      feats = learning_curve.trial_features(record.loss_curve, BUDGET,
                                             calibration.checkpoints, calibration.fit_start)
       k = int(np.argmin(np.abs(calibration.checkpoints - checkpoint)))
       mean, std = calibration.predict(feats[k], checkpoint)
-      errs.append(abs(mean - record['val_bpb']))
+      errs.append(abs(mean - record.val_bpb))
       stds.append(std)
     return np.mean(errs), np.mean(stds)
 
@@ -89,18 +100,18 @@ def test_calibration_learns_the_bias_and_improves_with_more_trials():
 
 def test_calibration_ignores_crashed_aborted_and_unscored_records():
   rng = np.random.default_rng(3)
-  calibration = evaluator.Calibration.create(evaluator.EvaluatorConfig())
+  calibration = evaluator.Calibration.create(_config())
   assert not calibration.update(_record(0.5, 0.5, 1.5, rng, status='crash'))
   assert not calibration.update(_record(0.5, 0.5, 1.5, rng, status='aborted'))
-  assert not calibration.update(dict(_record(0.5, 0.5, 1.5, rng), val_bpb=None))
-  assert not calibration.update(dict(_record(0.5, 0.5, 1.5, rng), loss_curve=[]))
+  assert not calibration.update(dataclasses.replace(_record(0.5, 0.5, 1.5, rng), val_bpb=None))
+  assert not calibration.update(dataclasses.replace(_record(0.5, 0.5, 1.5, rng), loss_curve=[]))
   assert calibration.update(_record(0.5, 0.5, 1.5, rng, status='keep'))
   assert calibration.num_trials == 1
 
 
 def test_calibration_keeps_only_the_newest_max_history_trials():
   rng = np.random.default_rng(4)
-  cfg = evaluator.EvaluatorConfig(max_history=3)
+  cfg = _config(max_history=3)
   calibration = evaluator.Calibration.create(cfg)
   for i in range(5):
     calibration.add(np.full((len(calibration.checkpoints), 2), 1.0 + i), float(i))
@@ -168,7 +179,7 @@ def test_a_trial_headed_below_the_best_is_never_stopped(calibrated, seed):
 
 
 def test_uncalibrated_only_overwhelmingly_hopeless_trials_are_stopped():
-  empty = evaluator.Calibration.create(evaluator.EvaluatorConfig())
+  empty = evaluator.Calibration.create(_config())
   rng = np.random.default_rng(6)
   worse = _watch(empty, _best_bpb())
   assert evaluator.replay(worse, _curve(0.5, 0.5, 1.5, rng), BUDGET)[0] is None  # +0.4 bits
@@ -210,56 +221,46 @@ def test_a_disabled_evaluator_never_stops(calibrated):
 def _lineage_record(a, b, c, gap, rng):
   """A completed trial whose val_bpb carries a quirk `gap` that its lineage shares."""
   record = _record(a, b, c, rng)
-  record['val_bpb'] += gap
+  record.val_bpb += gap
   return record
 
 
 def test_paired_predictions_cancel_what_a_child_shares_with_the_best():
   rng = np.random.default_rng(10)
-  calibration = evaluator.Calibration.create(evaluator.EvaluatorConfig())
+  calibration = evaluator.Calibration.create(_config())
   parent = _lineage_record(0.5, 0.5, 1.6, 0.0, rng)
-  reference = calibration.reference([parent], parent['val_bpb'])
+  reference = calibration.reference([parent], parent.val_bpb)
   for _ in range(20):   # the history: children of a parent without the quirk
     child = _lineage_record(0.5 * math.exp(rng.normal(0, 0.1)), 0.5 + rng.normal(0, 0.03),
                             1.6 + rng.uniform(-0.1, 0.3), 0.0, rng)
     assert calibration.update(child, reference)
   # A new best, out of the history's range, whose lineage is 0.15 bits better on val.
   best = _lineage_record(0.5, 0.5, 1.3, -0.15, rng)
-  best_reference = calibration.reference([best], best['val_bpb'])
+  best_reference = calibration.reference([best], best.val_bpb)
   better = _lineage_record(0.5, 0.5, 1.27, -0.15, rng)
-  assert better['val_bpb'] < best['val_bpb']
-  paired = evaluator.Evaluator(calibration.cfg, calibration, best['val_bpb'], 0.004, BUDGET,
+  assert better.val_bpb < best.val_bpb
+  paired = evaluator.Evaluator(calibration.cfg, calibration, best.val_bpb, 0.004, BUDGET,
                                reference=best_reference)
-  absolute = evaluator.Evaluator(calibration.cfg, calibration, best['val_bpb'], 0.004, BUDGET)
-  assert evaluator.replay(paired, better['loss_curve'], BUDGET)[0] is None
+  absolute = evaluator.Evaluator(calibration.cfg, calibration, best.val_bpb, 0.004, BUDGET)
+  assert evaluator.replay(paired, better.loss_curve, BUDGET)[0] is None
   late = [p for p in paired.predictions if p.progress >= 0.5]
-  error = np.mean([p.mean_bpb for p in late]) - better['val_bpb']
+  error = np.mean([p.mean_bpb for p in late]) - better.val_bpb
   assert abs(error) < 3 * np.mean([p.std_bpb for p in late])   # one draw: within 3 std
   # The absolute map, blind to the quirk, kills this better trial.
-  stop, _ = evaluator.replay(absolute, better['loss_curve'], BUDGET)
-  assert stop is not None and stop.predicted_bpb > best['val_bpb'] + 0.05
+  stop, _ = evaluator.replay(absolute, better.loss_curve, BUDGET)
+  assert stop is not None and stop.predicted_bpb > best.val_bpb + 0.05
 
 
 def test_a_reference_averages_its_runs_and_needs_a_score():
   rng = np.random.default_rng(11)
-  calibration = evaluator.Calibration.create(evaluator.EvaluatorConfig())
+  calibration = evaluator.Calibration.create(_config())
   runs = [_record(0.5, 0.5, 1.5, rng) for _ in range(3)]
-  reference = calibration.reference(runs + [dict(runs[0], status='crash')], 2.0)
+  reference = calibration.reference(runs + [dataclasses.replace(runs[0], status='crash')], 2.0)
   np.testing.assert_allclose(reference.features,
                              np.mean([calibration.features_of(r) for r in runs], axis=0))
   assert reference.bpb == 2.0
-  assert calibration.reference([dict(runs[0], status='crash')], 2.0) is None
+  assert calibration.reference([dataclasses.replace(runs[0], status='crash')], 2.0) is None
   assert calibration.reference(runs, math.inf) is None
-
-
-def test_a_dry_run_records_the_stop_it_would_have_made(calibrated):
-  watch = _watch(calibrated, _best_bpb())
-  watch.dry_run = True
-  stop, progress = evaluator.replay(watch, _curve(0.5, 0.5, 2.0, np.random.default_rng(5)),
-                                    BUDGET)
-  assert stop is None and progress == pytest.approx(1.0)
-  assert watch.would_stop is not None and watch.would_stop.predicted_bpb > _best_bpb()
-  assert watch.last_prediction.progress > 0.9   # it kept predicting to the end
 
 
 def test_stall_detection(calibrated):
@@ -267,7 +268,7 @@ def test_stall_detection(calibrated):
   assert watch.check_stall(4.0) is None
   stop = watch.check_stall(6.0)          # no reading yet: counted from the clock's start
   assert stop.status == 'aborted' and 'stalled' in stop.reason
-  watch(trial.LossReading(10.0, 10.0 / BUDGET, 1, 3.0))
+  watch(LossReading(10.0, 10.0 / BUDGET, 1, 3.0))
   assert watch.check_stall(14.0) is None
   assert watch.check_stall(15.5) is not None
   assert _watch(calibrated, _best_bpb(), stall_seconds=0.0).check_stall(1e9) is None
@@ -275,8 +276,8 @@ def test_stall_detection(calibrated):
 
 def test_a_step_slower_than_stall_seconds_stops_the_trial(calibrated):
   watch = _watch(calibrated, _best_bpb())
-  assert watch(trial.LossReading(1.0, 1.0 / BUDGET, 1, 5.0)) is None
-  assert watch(trial.LossReading(2.0, 2.0 / BUDGET, 2, 4.9)) is None
-  stop = watch(trial.LossReading(2.0 + watch.cfg.stall_seconds + 1, 0.5, 3, 4.8))
+  assert watch(LossReading(1.0, 1.0 / BUDGET, 1, 5.0)) is None
+  assert watch(LossReading(2.0, 2.0 / BUDGET, 2, 4.9)) is None
+  stop = watch(LossReading(2.0 + watch.cfg.stall_seconds + 1, 0.5, 3, 4.8))
   assert stop is not None and stop.status == 'aborted' and stop.reason.startswith('stalled')
   assert stop.predicted_bpb is None

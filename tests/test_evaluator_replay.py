@@ -1,5 +1,6 @@
 """The replay benchmark runs end to end on a small synthetic ledger."""
 
+import dataclasses
 import json
 import math
 import re
@@ -8,9 +9,17 @@ import numpy as np
 import pytest
 
 # benchmarks is a namespace package: the repository root is on the path.
+from autoresearch.records import TrialRecord
 from benchmarks import evaluator_replay, replay_methods
 
 BUDGET = 10.0   # seconds of the synthetic trials
+
+
+def _record(**fields) -> TrialRecord:
+  """A ledger row with the fields the replay does not read filled in."""
+  defaults = dict(description='edit', genotype_id='g', genotype={}, best_bpb=3.0, sigma=0.002,
+                  budget_seconds=BUDGET)
+  return TrialRecord(**dict(defaults, **fields))
 
 
 def _write_ledger(path, trials=14, readings=60, seed=0):
@@ -29,11 +38,11 @@ def _write_ledger(path, trials=14, readings=60, seed=0):
       status = 'keep' if baseline else 'discard'
       if t == 5:   # a crash mid-way: no score
         curve, bpb, status = curve[:20] + [[curve[20][0], 21, math.nan]], None, 'crash'
-      f.write(json.dumps(dict(
+      f.write(json.dumps(_record(
           trial=t + 1, agent='baseline' if baseline else 'random', status=status, val_bpb=bpb,
           loss_curve=curve, compile_seconds=3.0, train_seconds=curve[-1][0],
           eval_seconds=2.0 if bpb else 0.0, total_seconds=curve[-1][0] + (6.0 if bpb else 4.0)
-      )) + '\n')
+      ).to_dict()) + '\n')
     f.write('{"trial": 99, "status": "keep", "val_b')   # a torn last line: skipped
 
 
@@ -77,27 +86,27 @@ class _Stub:
     self.calls.append('start')
 
   def watch(self, record, best_bpb):
-    self.calls.append(('watch', record['trial'], best_bpb))
+    self.calls.append(('watch', record.trial, best_bpb))
     return replay_methods.Outcome(self.stop_seconds)
 
   def finish(self, record, outcome):
     pass
 
   def unwatched(self, record):
-    self.calls.append(('unwatched', record['trial']))
+    self.calls.append(('unwatched', record.trial))
 
   def new_best(self, records, bpb):
-    self.calls.append(('new_best', [r['trial'] for r in records], bpb))
+    self.calls.append(('new_best', [r.trial for r in records], bpb))
 
 
 def _search():
-  def row(trial, bpb, agent='random', description='edit'):
-    return dict(trial=trial, agent=agent, description=description, status='discard',
-                val_bpb=bpb, total_seconds=10.0, train_seconds=6.0, eval_seconds=2.0)
+  def row(trial, bpb, agent='random', **fields):
+    return _record(trial=trial, agent=agent, status='discard', val_bpb=bpb, total_seconds=10.0,
+                   train_seconds=6.0, eval_seconds=2.0, budget_seconds=6.0, **fields)
   baseline = [row(t + 1, bpb, 'baseline') for t, bpb in enumerate((3.0, 3.002, 2.998))]
   records = baseline + [
-      row(4, 2.999),                                     # inside the noise band ...
-      row(5, 2.990, description='edit (re-run, mean 2.9945)'),   # ... its re-run keeps it
+      row(4, 2.999, mean_bpb=2.9945),                    # inside the noise band ...
+      row(5, 2.990, rerun_of=4, mean_bpb=2.9945),        # ... its re-run keeps it
       row(6, 2.980),                                     # a clear gain: kept
       row(7, 2.979),                                     # inside the band, no re-run
   ]
@@ -127,7 +136,7 @@ def test_a_stopped_trial_is_neither_re_run_nor_kept_and_costs_its_setup_and_stop
 
 def test_the_oracle_stops_only_the_losers_at_min_progress():
   search = _search()
-  search.records.append(dict(search.records[-1], trial=8, val_bpb=3.1))   # a clear loser
+  search.records.append(dataclasses.replace(search.records[-1], trial=8, val_bpb=3.1))  # a loser
   metrics = evaluator_replay.replay_search(replay_methods.OracleMethod(0.25), search,
                                            keep_sigmas=2.0)
   assert (metrics.searched, metrics.aborted, metrics.false_kill_rate) == (4, 1, 0.0)

@@ -17,16 +17,25 @@ TINY = gpt.GPTConfig(seq_len=16, n_layers=2, d_model=32, n_heads=4, n_kv_heads=2
 
 
 def _input_gradients(cfg: gpt.GPTConfig, position: int, jit: bool):
-  """Per input position, the summed |d(logits at `position`) / d(one-hot input)|."""
+  """Per input position s, the summed |d(logits at `position`) / d(embedding rows of s)|.
+  Every position holds a distinct token, so row tokens[s] of each token or value
+  embedding table (and row s of learned positions) belongs to position s alone."""
   graphdef, params = nnx.split(gpt.GPT(cfg, nnx.Rngs(0)))
-  tokens = jax.random.randint(jax.random.key(1), (2, cfg.seq_len), 0, cfg.vocab_size)
+  flat = dict(nnx.to_flat_state(params))
+  embeds = {path: p for path, p in flat.items() if gpt.param_group(path) == 'embed'}
+  tokens_T = jax.random.permutation(jax.random.key(1), cfg.vocab_size)[:cfg.seq_len]
 
-  def out_at(onehot_BxTxV):
-    return nnx.merge(graphdef, params)(onehot_BxTxV)[:, position].sum()
+  def out_at(embeds):
+    model = nnx.merge(graphdef, nnx.from_flat_state({**flat, **embeds}))
+    return model(tokens_T[None])[0, position].sum()
 
   fn = jax.jit(jax.grad(out_at)) if jit else jax.grad(out_at)
-  grads = fn(jax.nn.one_hot(tokens, cfg.vocab_size))
-  return np.asarray(jnp.abs(grads).sum(axis=(0, 2)))
+  per_position = np.zeros(cfg.seq_len)
+  for path, grad in fn(embeds).items():
+    rows = np.asarray(grad.get_value())
+    rows = rows if path[0] == 'pos_embed' else rows[np.asarray(tokens_T)]
+    per_position += np.abs(rows).sum(axis=1)
+  return per_position
 
 
 @pytest.mark.parametrize('jit', [True, False])

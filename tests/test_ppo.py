@@ -7,11 +7,15 @@ import pytest
 from flax import nnx
 
 from autoresearch import ppo
+from configs import tiny
 from models import policy
 
-# Default hidden width and heads, so the learning test covers the shipped network.
+# The shipped agent's width, heads and PPO settings (configs/default.py, which tiny keeps
+# for the agent), so the learning test covers the network and update a search runs.
+CONFIG = tiny.get_config()
 CFG = policy.PolicyConfig(genome_dim=8, history_dim=6, globals_dim=2, n_genes=6,
-                          max_values=5, history_len=8)
+                          max_values=5, history_len=8, hidden=CONFIG.agent.hidden,
+                          num_heads=CONFIG.agent.num_heads)
 
 
 def random_observation(key, cfg: policy.PolicyConfig, batch: int,
@@ -100,7 +104,7 @@ def rollout_fn(graphdef, steps: int, edit_mask, target):
 # Shared by every test below: on a 2-core CPU compiling is what costs, so the model,
 # the rollout collector and the default update are built and compiled once.
 SEED, STEPS = 0, 32
-PPO_CFG = ppo.PPOConfig()
+PPO_CFG = ppo.PPOConfig.from_config(CONFIG)
 GRAPHDEF, PARAMS = nnx.split(policy.ActorCritic(CFG, nnx.Rngs(SEED)))
 TX = ppo.make_optimizer(PPO_CFG)
 OPT_STATE = TX.init(PARAMS)
@@ -155,7 +159,7 @@ def test_update_rejects_a_rollout_not_divisible_into_minibatches():
     UPDATE(PARAMS, OPT_STATE, odd, last_critic, jax.random.key(0))
 
 
-# With the default PPOConfig and PolicyConfig widths and 32 steps per rollout, SEED = 0
+# With the shipped config.agent (widths and PPO settings) and 32 steps per rollout, SEED = 0
 # reaches p > 0.8 after 28 updates; seeds 1 and 2 took 33 and 30 (seeds 0-7: 25-33).
 # The bound leaves roughly a 2x margin.
 MAX_BANDIT_UPDATES = 60

@@ -10,6 +10,7 @@ from matplotlib.collections import PathCollection
 from matplotlib.text import Annotation
 
 from autoresearch import ledger as ledger_lib, report
+from autoresearch.records import TrialRecord
 
 BASELINE_GENOTYPE = {'n_layers': 2, 'd_model': 64, 'n_heads': 2, 'beta2': 0.95,
                      'matrix_lr': 0.001, 'qk_norm': False}
@@ -28,7 +29,7 @@ _TRIALS = [
     # A re-run pair inside the noise band, kept on the mean 1.93 of its two runs.
     ('beta2 0.95->0.99', 'keep', 1.94, 1.93, {'beta2': 0.99}, {'reward': 1.4}),
     ('beta2 0.95->0.99 (re-run, mean 1.930000)', 'keep', 1.92, 1.93, {'beta2': 0.99},
-     {'reward': 1.4}),
+     {'reward': 1.4, 'rerun_of': 8}),
     ('n_layers 2->4', 'discard', 1.97, 1.93, {'n_layers': 4}, {'reward': -2.8}),
     ('n_heads 2->4', 'keep', 1.90, 1.90, {'n_heads': 4}, {'reward': 2.1}),
     ('n_layers 2->6', 'discard', 5.00, 1.90, {'n_layers': 6}, {'reward': -5.0}),
@@ -46,14 +47,16 @@ def _write_workdir(workdir, entropy=True):
                   train_seconds=60.0, compile_seconds=20.0,
                   eval_seconds=10.0 if bpb is not None else 0.0, total_seconds=100.0,
                   steps=100, tokens=6400, params=1000, loss_curve=[[1.0, 1, 5.0]],
-                  commit=f'g{trial}', status=status, description=description, trial=trial,
-                  agent=agent, best_bpb=best, checkpoint_seconds=1.0, predicted_bpb=None)
+                  status=status, description=description, trial=trial, agent=agent,
+                  best_bpb=best, sigma=SIGMA if trial > 1 else 0.002, budget_seconds=60.0)
     record.update(extra)
+    if description.startswith('beta2'):
+      record['mean_bpb'] = 1.93   # on both runs of the pair
     if agent != 'baseline':
-      record.update(agent_seconds=5.0, log_prob=-3.0, critic=0.1, edit=[0, 1])
+      record.update(log_prob=-3.0, critic=0.1, edit=[0, 1])
     if entropy and trial in ENTROPIES:
       record['agent_metrics'] = {'entropy': ENTROPIES[trial], 'policy_loss': 0.1}
-    ledger.append(record)
+    ledger.append(TrialRecord(**record))
     if status == 'keep':
       kept = genotype
   return str(workdir)
@@ -75,8 +78,8 @@ def test_headline_figures_are_right(workdir, capsys):
   assert figures['kept'] == 3   # d_model, the beta2 pair once, n_heads; not the baseline
   assert figures['aborted_percent'] == pytest.approx(100 / 12)
   assert figures['crashed_percent'] == pytest.approx(100 / 12)
-  # wall = 12 trials x 100 s + 10 agent turns x 5 s + 12 checkpoints x 1 s
-  assert figures['trials_per_hour'] == pytest.approx(12 * 3600 / 1262)
+  # wall = 12 trials x 100 s
+  assert figures['trials_per_hour'] == pytest.approx(12 * 3600 / 1200)
   lines = capsys.readouterr().out.strip().splitlines()
   assert [line.split(': ')[0] for line in lines] == list(report.HEADLINE_KEYS)
   assert 'best_val_bpb: 1.900000' in lines and 'trials: 12' in lines
@@ -157,9 +160,10 @@ def test_a_torn_last_line_is_tolerated(workdir):
 
 def test_a_search_still_measuring_noise_reports_its_baseline(tmp_path):
   ledger = ledger_lib.Ledger(str(tmp_path))
-  ledger.append(dict(genotype=BASELINE_GENOTYPE, status='keep', val_bpb=2.0, best_bpb=2.0,
-                     total_seconds=0.0, description='baseline (noise run 1/3)', trial=1,
-                     agent='baseline', commit='g1'))
+  ledger.append(TrialRecord(genotype=BASELINE_GENOTYPE, status='keep', val_bpb=2.0,
+                            best_bpb=2.0, description='baseline (noise run 1/3)', trial=1,
+                            agent='baseline', genotype_id='g1', sigma=0.002,
+                            budget_seconds=60.0))
   figures = report.write_report(str(tmp_path))
   assert figures['trials'] == 1 and figures['kept'] == 0
   assert figures['improvement_sigmas'] == 0.0 and math.isnan(figures['trials_per_hour'])

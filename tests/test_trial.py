@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from autoresearch import data, genotype as genotype_lib, modes, optim, trial
+from autoresearch import data, genotype as genotype_lib, hardware, optim, trial
 from configs import tiny
 from models import gpt
 
@@ -27,7 +27,7 @@ def corpus():
 @pytest.fixture
 def tiny_setup():
   config = tiny.get_config()
-  return genotype_lib.from_config(config), modes.trial_config(config)
+  return genotype_lib.from_config(config), trial.TrialConfig.from_config(config)
 
 
 def test_uniform_logits_score_exactly_eight_bits_per_byte(corpus):
@@ -56,6 +56,7 @@ def test_tiny_trial_learns_within_its_budget(corpus, tiny_setup):
   assert result.val_bpb < 8.0 and result.val_bytes_scored == cfg.val_bytes
   assert result.params == gpt.count_params(genotype_lib.model_config(genotype))
   assert result.compile_seconds > 0 and result.eval_seconds > 0 and result.mfu_percent > 0
+  assert result.peak_memory_gb > 0
   assert result.data_fingerprint == corpus.fingerprint
   assert result.genotype_id == genotype_lib.genotype_id(genotype)
 
@@ -63,12 +64,24 @@ def test_tiny_trial_learns_within_its_budget(corpus, tiny_setup):
 def test_every_sequence_length_scores_the_same_bytes(corpus, tiny_setup):
   genotype, cfg = tiny_setup
   cfg = dataclasses.replace(cfg, budget_seconds=0.0)
-  scored = set()
-  for seq_len in (32, 64, 256):
+  scored, memory_gb = set(), []
+  for seq_len in (256, 64, 32):
     result = trial.run(dict(genotype, seq_len=seq_len), corpus, cfg)
     assert result.status == 'ok', result.reason
     scored.add(result.val_bytes_scored)
+    memory_gb.append(result.peak_memory_gb)
   assert scored == {cfg.val_bytes}
+  # Each trial's own figure, not a high-water mark of the trials before it.
+  assert memory_gb[0] > memory_gb[1] > memory_gb[2] > 0
+
+
+def test_memory_figure_counts_arguments_outputs_and_temporaries_less_donations():
+  x = jax.ShapeDtypeStruct((1_000_000,), jnp.float32)  # 4 MB
+  kept = jax.jit(lambda a: a * 2.0).lower(x).compile()
+  donated = jax.jit(lambda a: a * 2.0, donate_argnums=0).lower(x).compile()
+  # 4 MB in + 4 MB out; a donated input is the output's buffer. No temporaries here.
+  assert hardware.compiled_memory_gb(kept) == pytest.approx(0.008, rel=1e-3)
+  assert hardware.compiled_memory_gb(donated) == pytest.approx(0.004, rel=1e-3)
 
 
 def test_untrained_model_scores_near_uniform(corpus, tiny_setup):
@@ -154,6 +167,7 @@ def test_micro_batches_match_the_full_batch(tiny_setup):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_main_runs_a_tiny_trial_end_to_end(tmp_path):
   workdir = tmp_path / 'work'
   proc = subprocess.run(
@@ -182,6 +196,7 @@ def test_main_reports_a_bad_data_path_clearly(tmp_path):
   assert 'missing.txt' in proc.stderr
 
 
+@pytest.mark.slow
 def test_main_trains_a_genotype_against_the_baseline_on_val_and_test(tmp_path):
   config = tiny.get_config()
   candidate = dict(genotype_lib.from_config(config), n_layers=2)

@@ -100,9 +100,9 @@ class OptunaAgent:
 
   # --- the agent interface -------------------------------------------------------------
 
-  def propose(self, obs, key=None) -> agents.Proposal:
+  def propose(self, view: agents.SearchView) -> agents.Proposal:
     study = self._study()
-    baseline, baseline_bpb = agents.best_of(obs)
+    baseline, baseline_bpb = view.best_genotype, view.best_bpb
     if self.told == 0:  # The baseline, as a finished trial: what every agent starts from.
       study.add_trial(optuna.trial.create_trial(params=to_params(baseline),
                                                 distributions=DISTRIBUTIONS, value=baseline_bpb))
@@ -112,7 +112,7 @@ class OptunaAgent:
     self.pending = trial.number
     return agents.Proposal(-1, -1, genotype=from_params(trial.params))
 
-  def observe(self, obs, proposal, reward, next_obs, outcome=None) -> dict:
+  def observe(self, view, proposal, reward, next_view, outcome) -> dict:
     if outcome.bpb is None:
       self.study.tell(self.pending, state=TrialState.FAIL)
     else:

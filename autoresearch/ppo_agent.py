@@ -1,0 +1,160 @@
+"""The PPO agent: the search's view turned into the policy's features, an actor-critic
+over edits of the best (models/policy.py), PPO updates (ppo.py) every `update_every`
+trials on the continuing stream of (observation, edit, reward).
+
+The features are this agent's own: the search hands it raw outcomes (`agents.SearchView`)
+and the checkpoint stores those, so changing the encoding here breaks no saved search
+(only this agent's own saved policy, whose shapes follow the encoding).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from autoresearch import genotype as genotype_lib, ppo, records
+from autoresearch.agents import HistoryEntry, Outcome, Proposal, SearchView
+from models import policy
+
+HISTORY_DIM = genotype_lib.N_GENES + 5 + len(records.STATUSES)
+GLOBALS_DIM = 3
+
+
+def history_row(entry: HistoryEntry) -> np.ndarray:
+  """One past trial as the policy reads it: the edit (gene one-hot, the new value's
+  ordinal position, the signed step along the ordered value set; all zero for a whole
+  genotype, gene -1), its outcome (val_bpb gain over the best in units of sigma,
+  squashed), its status, the fraction of the budget used, and whether it became the
+  best."""
+  row = np.zeros(HISTORY_DIM, np.float32)
+  base = genotype_lib.N_GENES
+  if entry.gene >= 0:  # -1: a whole genotype, not one edit
+    n_values = max(1, len(genotype_lib.GENES[entry.gene].values) - 1)
+    row[entry.gene] = 1.0
+    row[base] = entry.new_value / n_values
+    row[base + 1] = (entry.new_value - entry.old_value) / n_values
+  gain = entry.gain_sigmas
+  row[base + 2] = math.tanh(gain / 3.0) if math.isfinite(gain) else -1.0
+  row[base + 3] = min(max(entry.budget_fraction, 0.0), 1.0)
+  row[base + 4] = float(entry.became_best)
+  row[base + 5 + records.STATUSES.index(entry.status)] = 1.0
+  return row
+
+
+def observation(view: SearchView, history_len: int) -> policy.Observation:
+  """The policy's input from the search's view: the best's encoding, the last
+  `history_len` trials (oldest first, zero-padded), three counters, the edit mask."""
+  rows = np.zeros((history_len, HISTORY_DIM), np.float32)
+  mask = np.zeros(history_len, bool)
+  recent = view.history[-history_len:] if history_len else ()
+  if recent:
+    rows[:len(recent)] = np.stack([history_row(entry) for entry in recent])
+    mask[:len(recent)] = True
+  globals_ = np.array([math.log1p(view.trials) / 5.0, math.log1p(view.since_improvement) / 5.0,
+                       view.best_bpb / 8.0], np.float32)
+  return policy.Observation(genome=genotype_lib.encode(view.best_genotype), history=rows,
+                            history_mask=mask, globals=globals_, edit_mask=view.edit_mask)
+
+
+class PPOAgent:
+  """An actor-critic over edits, updated by PPO every `update_every` trials on the
+  continuing stream of (observation, edit, reward)."""
+
+  kind = 'ppo'
+
+  def __init__(self, agent_config, seed: int):
+    self.update_every = agent_config.update_every
+    per_minibatch, rest = divmod(self.update_every, agent_config.ppo.minibatches)
+    if rest or per_minibatch < 2:
+      # Advantages are normalised per minibatch: one transition would give zero signal.
+      raise ValueError(f'agent.update_every={self.update_every} must be a multiple of '
+                       f'agent.ppo.minibatches={agent_config.ppo.minibatches}, at least 2 each')
+    self.policy_config = policy.PolicyConfig(
+        genome_dim=genotype_lib.GENOME_DIM, history_dim=HISTORY_DIM, globals_dim=GLOBALS_DIM,
+        n_genes=genotype_lib.N_GENES, max_values=genotype_lib.MAX_VALUES,
+        history_len=agent_config.history, hidden=agent_config.hidden, num_heads=agent_config.num_heads)
+    self.ppo_config = ppo.PPOConfig(**agent_config.ppo.to_dict())
+    model = policy.ActorCritic(self.policy_config, rngs=nnx.Rngs(seed))
+    self.graphdef, self.params = nnx.split(model, nnx.Param)
+    self.tx = ppo.make_optimizer(self.ppo_config)
+    self.opt_state = self.tx.init(self.params)
+    self.key = jax.random.key(seed)
+    self.buffer = self._empty_buffer()
+    self.buffered = 0   # transitions in the buffer since the last update
+    self._act = jax.jit(self._act_fn)
+    self._critic = jax.jit(self._critic_fn)
+    self._update = ppo.make_update(self.graphdef, self.tx, self.ppo_config)
+
+  def _outputs(self, params, obs):
+    batched = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], obs)
+    return nnx.merge(self.graphdef, params)(batched), batched.edit_mask
+
+  def _act_fn(self, params, obs, key):
+    outputs, edit_mask = self._outputs(params, obs)
+    gene, value, log_prob = policy.sample(key, outputs, edit_mask)
+    return gene[0], value[0], log_prob[0], outputs[2][0]
+
+  def _critic_fn(self, params, obs):
+    outputs, _ = self._outputs(params, obs)
+    return outputs[2][0]
+
+  def propose(self, view: SearchView) -> Proposal:
+    self.key, key = jax.random.split(self.key)
+    obs = observation(view, self.policy_config.history_len)
+    gene, value, log_prob, critic = self._act(self.params, obs, key)
+    return Proposal(int(gene), int(value), float(log_prob), float(critic))
+
+  def _empty_buffer(self) -> ppo.Rollout:
+    """A fixed-size rollout (update_every transitions), filled in place."""
+    n, c = self.update_every, self.policy_config
+    obs = policy.Observation(
+        genome=np.zeros((n, c.genome_dim), np.float32),
+        history=np.zeros((n, c.history_len, c.history_dim), np.float32),
+        history_mask=np.zeros((n, c.history_len), bool),
+        globals=np.zeros((n, c.globals_dim), np.float32),
+        edit_mask=np.zeros((n, c.n_genes, c.max_values), bool))
+    return ppo.Rollout(obs=obs, gene=np.zeros(n, np.int32), value_index=np.zeros(n, np.int32),
+                       log_prob=np.zeros(n, np.float32), critic=np.zeros(n, np.float32),
+                       reward=np.zeros(n, np.float32))
+
+  def observe(self, view: SearchView, proposal: Proposal, reward: float,
+              next_view: SearchView, outcome: Outcome) -> dict:
+    i, b = self.buffered, self.buffer
+    for field, value in zip(b.obs, observation(view, self.policy_config.history_len)):
+      field[i] = value
+    b.gene[i], b.value_index[i] = proposal.gene, proposal.value
+    b.log_prob[i], b.critic[i], b.reward[i] = proposal.log_prob, proposal.critic, reward
+    self.buffered += 1
+    if self.buffered < self.update_every:
+      return {}
+    last_critic = self._critic(self.params,
+                               observation(next_view, self.policy_config.history_len))
+    self.key, key = jax.random.split(self.key)
+    self.params, self.opt_state, metrics = self._update(
+        self.params, self.opt_state, self.buffer, last_critic, key)
+    self.buffer, self.buffered = self._empty_buffer(), 0
+    return {k: float(v) for k, v in metrics.items()}
+
+  def state_dict(self) -> tuple[Any, dict]:
+    """(arrays, meta): everything needed to continue exactly."""
+    arrays = {'params': nnx.to_pure_dict(self.params), 'opt_state': self.opt_state,
+              'key': jax.random.key_data(self.key), 'buffer': self.buffer}
+    return arrays, {'buffered': self.buffered}
+
+  def load_policy(self, arrays) -> None:
+    """Starts from the policy (parameters only) of another search's checkpoint."""
+    nnx.replace_by_pure_dict(self.params, arrays['params'])
+
+  def load_state_dict(self, arrays, meta: dict) -> None:
+    nnx.replace_by_pure_dict(self.params, arrays['params'])
+    self.opt_state = arrays['opt_state']
+    self.key = jax.random.wrap_key_data(arrays['key'])
+    self.buffer = jax.tree_util.tree_map(np.array, arrays['buffer'])
+    self.buffered = meta['buffered']
+
+
