@@ -267,16 +267,6 @@ def encode(genotype: Genotype) -> np.ndarray:
   return np.concatenate(parts)
 
 
-def decode(vector: np.ndarray) -> dict[str, Any]:
-  """The genotype of an `encode`d vector (the inverse of `encode`)."""
-  genotype, offset = {}, 0
-  for gene in GENES:
-    n = len(gene.values)
-    genotype[gene.name] = gene.values[int(np.argmax(vector[offset:offset + n]))]
-    offset += n + 1
-  return genotype
-
-
 def random_edit(rng: np.random.Generator, genotype: Genotype, max_params: int = 0,
                 max_step_flops: float = 0.0) -> tuple[int, int]:
   """(gene index, value index) of a uniformly random valid edit of `genotype`."""

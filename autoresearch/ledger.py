@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from autoresearch.records import STATUSES, TrialRecord
+from autoresearch.records import TrialRecord
 
 TSV_COLUMNS = ('commit', 'val_bpb', 'memory_gb', 'status', 'description', 'trial', 'agent',
                'train_seconds', 'total_seconds', 'params', 'steps', 'reward', 'best_bpb')
@@ -64,7 +64,7 @@ class Ledger:
       _append_line(self.tsv_path, '\t'.join(TSV_COLUMNS))
 
   def append(self, record: TrialRecord) -> None:
-    """Records one trial (its status is one of STATUSES: TrialRecord checks it)."""
+    """Records one trial (its status is one of records.STATUSES: TrialRecord checks it)."""
     _append_line(self.jsonl_path, json.dumps(record.to_dict(), allow_nan=True))
     _append_line(self.tsv_path, '\t'.join(_tsv_field(record, c) for c in TSV_COLUMNS))
 

@@ -1,7 +1,7 @@
 """One record schema: the ledger row the search writes and the report, the replay and
 the benchmarks read (`trials.jsonl`, one JSON object a line; `results.tsv` is derived).
 
-A row is what one trial measured (`trial_types.TrialResult`'s fields) plus what the
+A row is what one trial measured (it extends `trial_types.TrialResult`) plus what the
 search made of it: the decision (a closed set of statuses), the best and σ after it,
 the reward, and for the two runs of a candidate inside the noise band `rerun_of` (on
 the second run: the trial number of the first) and `mean_bpb` (on both: the two-run
@@ -20,22 +20,17 @@ STATUSES = ('keep', 'discard', 'crash', 'aborted')
 AGENT_BASELINE = 'baseline'   # the agent name of the baseline's noise runs
 
 
-@dataclasses.dataclass
-class TrialRecord:
-  """One ledger row (see the module docstring). Numbers in bits per byte and seconds."""
+@dataclasses.dataclass(kw_only=True)
+class TrialRecord(trial_types.TrialResult):
+  """One ledger row: what the trial measured (TrialResult's fields; `status` here is the
+  search's decision, one of STATUSES) and what the search made of it. Bits per byte and
+  seconds."""
   trial: int                      # 1-based row number in the workdir
   agent: str                      # the agent kind, or 'baseline' for the noise runs
-  status: str                     # one of STATUSES
   description: str                # the edit, e.g. 'd_model 128 -> 192'
-  genotype_id: str
-  genotype: dict
   best_bpb: float                 # the best val_bpb after this row
   sigma: float                    # σ of val_bpb the keep rule used
   budget_seconds: float           # training seconds of the trial's budget
-  reason: str = ''                # why a trial crashed or was aborted
-  val_bpb: Optional[float] = None
-  test_bpb: Optional[float] = None
-  predicted_bpb: Optional[float] = None   # the self-evaluator's, for an aborted trial
   mean_bpb: Optional[float] = None        # the two-run mean of a re-run pair
   rerun_of: Optional[int] = None          # on a re-run: the trial number of the first run
   reward: Optional[float] = None
@@ -45,20 +40,6 @@ class TrialRecord:
   agent_metrics: dict = dataclasses.field(default_factory=dict)  # the agent's update, if any
   predictions: list = dataclasses.field(default_factory=list)    # the evaluator's, in order
   progress_at_stop: Optional[float] = None  # train seconds / budget
-  train_seconds: float = 0.0
-  compile_seconds: float = 0.0
-  eval_seconds: float = 0.0
-  total_seconds: float = 0.0
-  steps: int = 0
-  tokens: int = 0
-  params: int = 0
-  mfu_percent: float = 0.0
-  peak_memory_gb: float = 0.0
-  final_train_loss: Optional[float] = None
-  loss_curve: list = dataclasses.field(default_factory=list)     # [seconds, step, loss]
-  device_kind: str = ''
-  data_fingerprint: str = ''
-  val_bytes_scored: int = 0
 
   def __post_init__(self):
     if self.status not in STATUSES:
@@ -69,7 +50,7 @@ class TrialRecord:
     """A row from what the trial measured and what the search decided (`status`
     replaces the trial's own 'ok')."""
     measured = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
-                if f.name in _FIELDS and f.name not in search_fields}
+                if f.name not in search_fields}
     return cls(**measured, **search_fields)
 
   @classmethod
@@ -79,9 +60,6 @@ class TrialRecord:
     if unknown:
       raise ValueError(f'trial row {row.get("trial")}: unknown fields {sorted(unknown)}')
     return cls(**row)
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
 
   @property
   def is_baseline(self) -> bool:

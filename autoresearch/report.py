@@ -1,25 +1,16 @@
-"""The progress plot and summary of a search's workdir.
+"""The progress plot and report.md of a search's workdir.
 
     headline = report.write_report(workdir)   # progress.png, report.md; returns the figures
 
 Reads `trials.jsonl` only (never the checkpoint), so it can run while a search is still
 appending to the same workdir; a torn last line is skipped by `ledger.read_records`. It
 writes nothing but `progress.png` and `report.md`, each atomically (temp file, then
-`os.replace`), so a reader never sees half a file.
-
-Conventions shared by the plot, the markdown and the headline:
-
-* The baseline rows (agent 'baseline') come first; their mean val_bpb is the starting
-  best. sigma is the σ the search recorded with its last row (`records.TrialRecord`).
-* An *edit* is one proposal of the agent. A proposal that fell inside the noise band is
-  trained twice: two ledger rows, the second with `rerun_of` set. Both rows are
-  plotted, but the pair counts as one edit, whose bpb is the two-run mean.
-* The best is the last row's `best_bpb`; the best genotype is that of the last 'keep'.
+`os.replace`), so a reader never sees half a file. The figures and their conventions
+are `summary.py`'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import tempfile
@@ -30,144 +21,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from autoresearch import ledger as ledger_lib
 from autoresearch.records import TrialRecord
-HEADLINE_KEYS = ('trials', 'best_val_bpb', 'baseline_val_bpb', 'improvement_bpb',
-                 'improvement_sigmas', 'kept', 'aborted_percent', 'crashed_percent',
-                 'trials_per_hour')
+from autoresearch.summary import (TIME_PARTS, Edit, baseline_stats, best_bpb, edits,
+                                  format_headline, headline, kept_gain, load, number,
+                                  time_totals)
+
 STATUS_COLOURS = {'keep': 'tab:green', 'discard': 'tab:gray', 'aborted': 'tab:orange',
                   'crash': 'tab:red'}
-TIME_PARTS = ('compile', 'train', 'eval', 'other')
-
-
-def _number(value) -> Optional[float]:
-  """A finite float, or None (a missing score, NaN or inf all read as 'no score')."""
-  if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-    return float(value)
-  return None
-
-
-@dataclasses.dataclass
-class Edit:
-  """One proposal of the agent: one ledger row, or two for a re-run pair."""
-  trial: int            # the first row's trial number
-  description: str
-  status: str
-  bpb: Optional[float]  # val_bpb, the two-run mean after a re-run, or the predicted bpb
-  best_before: Optional[float]
-  best_after: Optional[float]
-  reward: Optional[float]
-  runs: int = 1
-
-  @property
-  def gene(self) -> str:
-    return self.description.split()[0] if self.description.split() else '?'
-
-
-def load(workdir: str) -> list[TrialRecord]:
-  """The complete records of `workdir/trials.jsonl`; a clear error when there are none."""
-  path = os.path.join(workdir, 'trials.jsonl')
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'no trials.jsonl in workdir {workdir!r}: has a search run there?')
-  records = ledger_lib.read_records(path)
-  if not records:
-    raise ValueError(f'trials.jsonl in workdir {workdir!r} holds no complete trial yet')
-  return records
-
-
-def baseline_stats(records: list[TrialRecord]) -> tuple[float, float]:
-  """(mean val_bpb of the baseline rows, the σ of the last row): what the search used."""
-  bpbs = [r.val_bpb for r in records if r.is_baseline and _number(r.val_bpb) is not None]
-  return (float(np.mean(bpbs)) if bpbs else math.nan), records[-1].sigma
-
-
-def best_bpb(records: list[TrialRecord]) -> float:
-  """The best after the last trial: its `best_bpb`, else the lowest kept val_bpb."""
-  for r in reversed(records):
-    best = _number(r.best_bpb)
-    if best is not None:
-      return best
-  kept = [_number(r.val_bpb) for r in records if r.status == 'keep']
-  kept = [k for k in kept if k is not None]
-  return min(kept) if kept else math.nan
-
-
-def edits(records: list[TrialRecord]) -> list[Edit]:
-  """The agent's proposals in order, re-run pairs merged (see the module docstring)."""
-  out: list[Edit] = []
-  previous_best = None
-  for r in records:
-    best_after = _number(r.best_bpb)
-    if r.is_baseline:
-      pass
-    elif r.rerun_of is not None and out and out[-1].trial == r.rerun_of:
-      edit = out[-1]
-      edit.runs, edit.status, edit.best_after = 2, r.status, best_after
-      edit.bpb = r.outcome_bpb
-    else:
-      out.append(Edit(trial=r.trial, description=r.description, status=r.status,
-                      bpb=r.outcome_bpb, best_before=previous_best, best_after=best_after,
-                      reward=_number(r.reward)))
-    if best_after is not None:
-      previous_best = best_after
-  return out
-
-
-def _kept_gain(edit: Edit) -> Optional[float]:
-  # The kept bpb is what became the best (the two-run mean after a re-run).
-  bpb = edit.best_after if edit.best_after is not None else edit.bpb
-  if edit.best_before is None or bpb is None:
-    return None
-  return edit.best_before - bpb
-
-
-def time_totals(records: list[TrialRecord]) -> dict[str, float]:
-  """Seconds per part of the trials. 'other' is a trial's time outside compile, train
-  and eval (setup, data)."""
-  totals = dict.fromkeys(TIME_PARTS, 0.0)
-  for r in records:
-    parts = {p: _number(getattr(r, f'{p}_seconds')) or 0.0 for p in ('compile', 'train', 'eval')}
-    total = _number(r.total_seconds) or 0.0
-    parts['other'] = max(total - parts['compile'] - parts['train'] - parts['eval'], 0.0)
-    for part, seconds in parts.items():
-      totals[part] += seconds
-  return totals
-
-
-def headline(records: list[TrialRecord]) -> dict[str, Any]:
-  """The headline figures (keys `HEADLINE_KEYS`): `kept` counts the agent's kept edits
-  (a re-run pair once, the baseline rows not at all); the percentages are of all trials."""
-  n = len(records)
-  baseline, sigma = baseline_stats(records)
-  best = best_bpb(records)
-  wall_hours = sum(time_totals(records).values()) / 3600
-  count = lambda status: sum(r.status == status for r in records)
-  return {
-      'trials': n,
-      'best_val_bpb': best,
-      'baseline_val_bpb': baseline,
-      'improvement_bpb': baseline - best,
-      'improvement_sigmas': (baseline - best) / sigma,
-      'kept': sum(e.status == 'keep' for e in edits(records)),
-      'aborted_percent': 100.0 * count('aborted') / n,
-      'crashed_percent': 100.0 * count('crash') / n,
-      'trials_per_hour': n / wall_hours if wall_hours > 0 else math.nan,
-  }
-
-
-def format_headline(figures: dict[str, Any]) -> str:
-  """The headline as greppable `key: value` lines."""
-  lines = []
-  for key in HEADLINE_KEYS:
-    value = figures[key]
-    if isinstance(value, int):
-      text = str(value)
-    elif key.endswith(('percent', 'per_hour', 'sigmas')):
-      text = f'{value:.2f}'
-    else:
-      text = f'{value:.6f}'
-    lines.append(f'{key}: {text}')
-  return '\n'.join(lines)
 
 
 # --- The plot ---------------------------------------------------------------------------
@@ -176,7 +36,7 @@ def format_headline(figures: dict[str, Any]) -> str:
 def _y_limits(records: list[TrialRecord], baseline: float) -> tuple[float, float]:
   """A y range that shows the best, the baseline and the near misses; far-off discards
   (a diverged recipe at 5 bpb) would otherwise squash the interesting band flat."""
-  ys = [_plotted_y(r) for r in records] + [_number(r.best_bpb) for r in records]
+  ys = [_plotted_y(r) for r in records] + [number(r.best_bpb) for r in records]
   ys = [y for y in ys if y is not None]
   if not ys:
     return 0.0, 1.0
@@ -190,8 +50,53 @@ def _y_limits(records: list[TrialRecord], baseline: float) -> tuple[float, float
 
 def _plotted_y(record: TrialRecord) -> Optional[float]:
   if record.status == 'aborted':
-    return _number(record.predicted_bpb)
-  return _number(record.val_bpb)
+    return number(record.predicted_bpb)
+  return number(record.val_bpb)
+
+
+def _scatter_trials(ax, records: list[TrialRecord], trials: list[int]) -> None:
+  """One point per trial, a collection per status ('baseline' for the noise runs);
+  crashes and unscored rows on the top edge (y in axes coordinates)."""
+  edge = ax.get_xaxis_transform()  # x in data, y in axes fraction
+
+  def scatter(rows, ys, label, transform=None, **style):
+    if rows:
+      ax.scatter([trials[i] for i in rows], ys, label=f'{label} ({len(rows)})',
+                 transform=transform or ax.transData, zorder=3, **style)
+
+  by_status = {s: [i for i, r in enumerate(records) if r.status == s] for s in STATUS_COLOURS}
+  scored = {s: [i for i in by_status[s] if number(records[i].val_bpb) is not None]
+            for s in ('keep', 'discard')}
+  # The baseline's noise runs are keeps too, told apart from the agent's by their marker.
+  baseline_rows = [i for i in scored['keep'] if records[i].is_baseline]
+  scatter(baseline_rows, [records[i].val_bpb for i in baseline_rows], 'baseline', s=30,
+          marker='D', color=STATUS_COLOURS['keep'], alpha=0.5)
+  for status, size, alpha in (('discard', 18, 0.6), ('keep', 36, 1.0)):
+    rows = [i for i in scored[status] if i not in baseline_rows]
+    scatter(rows, [records[i].val_bpb for i in rows], status, s=size, alpha=alpha,
+            color=STATUS_COLOURS[status])
+  predicted = [i for i in by_status['aborted'] if number(records[i].predicted_bpb) is not None]
+  scatter(predicted, [records[i].predicted_bpb for i in predicted], 'aborted (predicted)',
+          s=36, facecolors='none', edgecolors=STATUS_COLOURS['aborted'])
+  # Rows with no score to place: on the top edge, so none of them goes unseen.
+  unplaced = [i for i in by_status['aborted'] if i not in predicted]
+  unplaced += [i for s in ('keep', 'discard') for i in by_status[s] if i not in scored[s]]
+  scatter(unplaced, [1.0] * len(unplaced), 'aborted/unscored', transform=edge, marker='x',
+          color=STATUS_COLOURS['aborted'], clip_on=False)
+  scatter(by_status['crash'], [1.0] * len(by_status['crash']), 'crash', transform=edge,
+          marker='x', color=STATUS_COLOURS['crash'], clip_on=False)
+
+
+def _annotate_kept(ax, records: list[TrialRecord], trials: list[int]) -> None:
+  """The description of each kept edit beside its point."""
+  for edit in edits(records):
+    if edit.status == 'keep' and edit.bpb is not None:
+      y = number(records[trials.index(edit.trial)].val_bpb)
+      text = edit.description if len(edit.description) <= 40 else edit.description[:39] + '…'
+      ax.annotate(text, (edit.trial, edit.bpb if y is None else y), xytext=(3, 4),
+                  textcoords='offset points', rotation=30, fontsize=7, color='darkgreen',
+                  zorder=4, bbox=dict(boxstyle='square,pad=0.1', fc='white', ec='none',
+                                      alpha=0.7))
 
 
 def build_figure(records: list[TrialRecord]) -> Figure:
@@ -205,52 +110,13 @@ def build_figure(records: list[TrialRecord]) -> Figure:
   baseline, _ = baseline_stats(records)
   best = best_bpb(records)
   trials = [r.trial for r in records]
-  edge = ax.get_xaxis_transform()  # x in data, y in axes fraction
-
-  def scatter(rows, ys, label, transform=None, **style):
-    if rows:
-      ax.scatter([trials[i] for i in rows], ys, label=f'{label} ({len(rows)})',
-                 transform=transform or ax.transData, zorder=3, **style)
-
-  by_status = {s: [i for i, r in enumerate(records) if r.status == s]
-               for s in STATUS_COLOURS}
-  scored = {s: [i for i in by_status[s] if _number(records[i].val_bpb) is not None]
-            for s in ('keep', 'discard')}
-  # The baseline's noise runs are keeps too, told apart from the agent's by their marker.
-  baseline_rows = [i for i in scored['keep'] if records[i].is_baseline]
-  scatter(baseline_rows, [records[i].val_bpb for i in baseline_rows], 'baseline', s=30,
-          marker='D', color=STATUS_COLOURS['keep'], alpha=0.5)
-  for status, size, alpha in (('discard', 18, 0.6), ('keep', 36, 1.0)):
-    rows = [i for i in scored[status] if i not in baseline_rows]
-    scatter(rows, [records[i].val_bpb for i in rows], status, s=size, alpha=alpha,
-            color=STATUS_COLOURS[status])
-  predicted = [i for i in by_status['aborted']
-               if _number(records[i].predicted_bpb) is not None]
-  scatter(predicted, [records[i].predicted_bpb for i in predicted], 'aborted (predicted)',
-          s=36, facecolors='none', edgecolors=STATUS_COLOURS['aborted'])
-  # Rows with no score to place: on the top edge, so none of them goes unseen.
-  unplaced = [i for i in by_status['aborted'] if i not in predicted]
-  unplaced += [i for s in ('keep', 'discard') for i in by_status[s] if i not in scored[s]]
-  scatter(unplaced, [1.0] * len(unplaced), 'aborted/unscored', transform=edge, marker='x',
-          color=STATUS_COLOURS['aborted'], clip_on=False)
-  scatter(by_status['crash'], [1.0] * len(by_status['crash']), 'crash', transform=edge,
-          marker='x', color=STATUS_COLOURS['crash'], clip_on=False)
-
+  _scatter_trials(ax, records, trials)
   if math.isfinite(baseline):
     ax.axhline(baseline, color='dimgray', linestyle='--', linewidth=0.8, label='baseline mean')
-  running = [_number(r.best_bpb) for r in records]
+  running = [number(r.best_bpb) for r in records]
   ax.step(trials, [math.nan if b is None else b for b in running], where='post',
           color=STATUS_COLOURS['keep'], alpha=0.7, linewidth=1.5, label='running best')
-  for edit in edits(records):
-    if edit.status == 'keep' and edit.bpb is not None:
-      row = records[trials.index(edit.trial)]
-      y = _number(row.val_bpb)
-      text = edit.description if len(edit.description) <= 40 else edit.description[:39] + '…'
-      ax.annotate(text, (edit.trial, edit.bpb if y is None else y), xytext=(3, 4),
-                  textcoords='offset points', rotation=30, fontsize=7, color='darkgreen',
-                  zorder=4, bbox=dict(boxstyle='square,pad=0.1', fc='white', ec='none',
-                                      alpha=0.7))
-
+  _annotate_kept(ax, records, trials)
   low, high = _y_limits(records, baseline)
   ax.set_ylim(low, high)
   ax.set_xlim(min(trials) - 0.5, max(trials) + 0.5)
@@ -303,7 +169,7 @@ def _kept_section(all_edits: list[Edit], sigma: float) -> list[str]:
   for edit in all_edits:
     if edit.status != 'keep':
       continue
-    gain = _kept_gain(edit)
+    gain = kept_gain(edit)
     bpb = edit.best_after if edit.best_after is not None else edit.bpb
     note = ' (mean of 2 runs)' if edit.runs == 2 else ''
     rows.append((edit.trial, edit.description, f'{bpb:.6f}{note}' if bpb is not None else '-',
@@ -339,7 +205,7 @@ def _outcome_section(records: list[TrialRecord], all_edits: list[Edit]) -> list[
 
 
 def _entropy_section(records: list[TrialRecord]) -> list[str]:
-  points = [(r.trial, _number(r.agent_metrics.get('entropy'))) for r in records]
+  points = [(r.trial, number(r.agent_metrics.get('entropy'))) for r in records]
   points = [(t, e) for t, e in points if e is not None]
   lines = ['## Policy entropy', '']
   if not points:

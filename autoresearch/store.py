@@ -19,7 +19,6 @@ refused with what differs.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os

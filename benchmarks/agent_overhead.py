@@ -18,9 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from autoresearch import data, genotype as genotype_lib, trial  # noqa: E402
 from autoresearch.ppo_agent import PPOAgent  # noqa: E402
-from benchmarks.examples import example_history, example_view  # noqa: E402
+from benchmarks.examples import example_history, example_view, trial_wall_seconds  # noqa: E402
 from configs import default  # noqa: E402
 
 flags.DEFINE_float('trial_seconds', 0.0, 'Use this trial wall time instead of running one.')
@@ -39,7 +38,6 @@ def _best_of(fn, repeats):
 
 def main(_):
   config = default.get_config()
-  best = genotype_lib.from_config(config)
   agent = PPOAgent(config.agent, seed=0)
   rng = np.random.default_rng(0)
   history = example_history(rng, 40)
@@ -76,13 +74,7 @@ def main(_):
   print(f'ppo_update_ms: {1e3 * update:.1f} (every {agent.update_every} trials)')
   print(f'agent_seconds_per_trial: {per_trial:.4f}')
 
-  if FLAGS.trial_seconds > 0:
-    trial_wall = FLAGS.trial_seconds
-  else:
-    corpus = data.corpus_from_config(config)
-    result = trial.run(best, corpus, trial.TrialConfig.from_config(config))
-    trial_wall = result.total_seconds
-    print(f'trial_val_bpb: {result.val_bpb:.4f}')
+  trial_wall = trial_wall_seconds(config, FLAGS.trial_seconds)
   print(f'trial_wall_seconds: {trial_wall:.1f}')
   print(f'agent_overhead_fraction: {per_trial / trial_wall:.5f}')
 

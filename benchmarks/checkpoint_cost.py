@@ -20,10 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from autoresearch import data, genotype as genotype_lib, search, store, trial  # noqa: E402
+from autoresearch import genotype as genotype_lib, search, store, trial  # noqa: E402
 from autoresearch.ppo_agent import PPOAgent  # noqa: E402
 from autoresearch.records import TrialRecord  # noqa: E402
-from benchmarks.examples import example_history, example_view  # noqa: E402
+from benchmarks.examples import example_history, example_view, trial_wall_seconds  # noqa: E402
 from configs import default  # noqa: E402
 
 flags.DEFINE_float('trial_seconds', 0.0, 'Use this trial wall time instead of running one.')
@@ -69,11 +69,7 @@ def main(_):
   print(f'save_seconds: {save:.3f}')
   print(f'restore_seconds: {restore:.3f}')
 
-  if FLAGS.trial_seconds > 0:
-    trial_wall = FLAGS.trial_seconds
-  else:
-    result = trial.run(best, data.corpus_from_config(config), trial.TrialConfig.from_config(config))
-    trial_wall = result.total_seconds
+  trial_wall = trial_wall_seconds(config, FLAGS.trial_seconds)
   print(f'trial_wall_seconds: {trial_wall:.1f}')
   print(f'checkpoint_fraction: {(save + restore) / trial_wall:.4f}')
 

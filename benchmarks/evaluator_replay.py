@@ -231,8 +231,9 @@ def warm_up() -> None:
   calibration = evaluator.Calibration.create(cfg)
   seconds = np.linspace(0.5, 10.0, 40)
   curve = [[float(s), i + 1, float(2.0 + s ** -0.5)] for i, s in enumerate(seconds)]
-  calibration.update(TrialRecord(1, 'warm-up', 'discard', '', '', {}, 2.5, 0.0, 10.0,
-                                 val_bpb=2.5, loss_curve=curve), None, 10.0)
+  calibration.update(TrialRecord(genotype_id='', genotype={}, status='discard', trial=1,
+                                 agent='warm-up', description='', best_bpb=2.5, sigma=0.0,
+                                 budget_seconds=10.0, val_bpb=2.5, loss_curve=curve), None, 10.0)
   evaluator.replay(evaluator.Evaluator(cfg, calibration, 2.0, 0.004, 10.0), curve, 10.0)
 
 

@@ -15,7 +15,6 @@ best_bpb)` -> Outcome for each searched trial (where to stop it, if anywhere), t
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, Optional
 
 import numpy as np

@@ -51,11 +51,17 @@ def _drive(agent, best, n):
   return proposed
 
 
-def test_decode_inverts_encode():
+def test_the_encoding_marks_each_gene_value_and_its_position():
   rng = np.random.default_rng(0)
   for _ in range(20):
     g = genotype_lib.random_genotype(rng)
-    assert genotype_lib.decode(genotype_lib.encode(g)) == g
+    vector, offset = genotype_lib.encode(g), 0
+    for gene in genotype_lib.GENES:
+      n, j = len(gene.values), gene.values.index(g[gene.name])
+      assert vector[offset:offset + n].tolist() == [float(i == j) for i in range(n)]
+      assert vector[offset + n] == pytest.approx(j / max(1, n - 1))
+      offset += n + 1
+    assert offset == genotype_lib.GENOME_DIM
 
 
 def test_optuna_starts_from_the_exact_best_of_the_view(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.text import Annotation
 
-from autoresearch import ledger as ledger_lib, report
+from autoresearch import ledger as ledger_lib, report, summary
 from autoresearch.records import TrialRecord
 
 BASELINE_GENOTYPE = {'n_layers': 2, 'd_model': 64, 'n_heads': 2, 'beta2': 0.95,
@@ -69,7 +69,7 @@ def workdir(tmp_path):
 
 def test_headline_figures_are_right(workdir, capsys):
   figures = report.write_report(workdir)
-  assert set(figures) == set(report.HEADLINE_KEYS)
+  assert set(figures) == set(summary.HEADLINE_KEYS)
   assert figures['trials'] == 12
   assert figures['best_val_bpb'] == pytest.approx(1.90)
   assert figures['baseline_val_bpb'] == pytest.approx(2.01)
@@ -81,7 +81,7 @@ def test_headline_figures_are_right(workdir, capsys):
   # wall = 12 trials x 100 s
   assert figures['trials_per_hour'] == pytest.approx(12 * 3600 / 1200)
   lines = capsys.readouterr().out.strip().splitlines()
-  assert [line.split(': ')[0] for line in lines] == list(report.HEADLINE_KEYS)
+  assert [line.split(': ')[0] for line in lines] == list(summary.HEADLINE_KEYS)
   assert 'best_val_bpb: 1.900000' in lines and 'trials: 12' in lines
 
 
@@ -96,7 +96,7 @@ def test_outputs_are_a_png_and_markdown_and_nothing_else(workdir):
 
 
 def test_figure_has_one_point_per_trial_and_the_best_line_ends_at_the_best(workdir):
-  records = report.load(workdir)
+  records = summary.load(workdir)
   ax = report.build_figure(records).axes[0]
   points = {c.get_label().split(' (')[0]: c.get_offsets() for c in ax.collections
             if isinstance(c, PathCollection)}
