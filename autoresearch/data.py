@@ -378,7 +378,7 @@ def eval_windows(split: np.ndarray, num_bytes: int,
 
 
 def corpus_from_config(config) -> Corpus:
-  """The corpus named by `config.data`."""
-  d = config.data
-  return load_corpus(d.source, path=d.path or None, cache_dir=d.cache_dir or None,
-                     val_fraction=d.val_fraction, test_fraction=d.test_fraction)
+    """The corpus named by `config.data`."""
+    d = config.data
+    return load_corpus(d.source, path=d.path or None, cache_dir=d.cache_dir or None,
+                       val_fraction=d.val_fraction, test_fraction=d.test_fraction)
