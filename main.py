@@ -9,6 +9,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from autoresearch import checkpointing, data, distributed, executor, genotype, modes, report, search
+from autoresearch import trial_types
 
 MODES = {'search': search.run, 'trial': modes.run_trial, 'report': report.main,
          'train': modes.run_train}
@@ -33,9 +34,10 @@ def main(argv):
   distributed.initialize(FLAGS.config)  # several hosts: config.distributed or the environment
   modes.log_devices()
   try:
+    trial_types.TrialConfig.from_config(FLAGS.config)  # nonsense settings: before any file
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
   except (data.DataError, genotype.InvalidGenotype, checkpointing.CheckpointError,
-          executor.ConfigError) as e:
+          executor.ConfigError, trial_types.ConfigError) as e:
     sys.exit(f'autoresearch: {e}')
 
 

@@ -13,13 +13,14 @@ The baseline genotype lives in the config (`config.genotype`, overridable with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from autoresearch import optim
+from autoresearch import builds, optim
 from models import gpt
 
 
@@ -207,20 +208,6 @@ def is_valid(genotype: Genotype, max_params: int = 0,
 # --- Edits: one gene set to another value of its set. ---------------------------------
 
 
-def is_active(genotype: Genotype, name: str) -> bool:
-  """Whether gene `name` changes the trained recipe, given the other genes (e.g. the
-  Muon learning rate does nothing under AdamW). Edits of inactive genes are no-ops."""
-  g = genotype
-  return {
-      'muon_lr': g['optimizer'] == 'muon',
-      'muon_momentum': g['optimizer'] == 'muon',
-      'matrix_lr': g['optimizer'] == 'adamw',
-      'rope_base': g['position'] == 'rope',
-      'short_window': 'S' in g['window_pattern'] and g['n_layers'] > 1,
-      'final_lr_frac': g['warmdown_frac'] > 0,
-  }.get(name, True)
-
-
 def value_index(genotype: Genotype, name: str) -> int:
   return GENE_BY_NAME[name].values.index(genotype[name])
 
@@ -239,19 +226,39 @@ def describe_edit(genotype: Genotype, gene_index: int, value_index_: int) -> str
   return f'{gene.name} {_fmt(genotype[gene.name])}->{_fmt(gene.values[value_index_])}'
 
 
+@functools.lru_cache(maxsize=512)
+def _reads(genotype_json: str) -> Optional[builds.Reads]:
+  """What building the genotype reads; None when it does not build."""
+  genotype = json.loads(genotype_json)
+  try:
+    return builds.build_reads(model_config(genotype), optim_config(genotype),
+                              (genotype['batch_size'], genotype['seq_len']))
+  except ValueError:
+    return None
+
+
+def trains_alike(genotype: Genotype, other: Genotype) -> bool:
+  """Whether the two genotypes build the same model, optimizer, schedule and batch
+  (`builds.py`: what building `genotype` reads, `other` answers alike)."""
+  reads = _reads(to_json(genotype))
+  if reads is None or genotype['batch_size'] != other['batch_size']:
+    return False   # what does not build is not alike anything
+  return builds.builds_alike(reads, model_config(other), optim_config(other))
+
+
 def edit_mask(genotype: Genotype, max_params: int = 0, max_step_flops: float = 0.0) -> np.ndarray:
   """bool (N_GENES, MAX_VALUES): True where setting the gene to that value gives a
-  valid genotype that trains differently (no-ops and edits of inactive genes are
-  False, as are the padding slots past a gene's value set)."""
+  valid genotype that trains differently (edits that build the same training as the
+  genotype, e.g. of a gene nothing reads, are False, as are the padding slots past a
+  gene's value set)."""
   mask = np.zeros((N_GENES, MAX_VALUES), bool)
   for i, gene in enumerate(GENES):
-    if not is_active(genotype, gene.name):
-      continue
     current = genotype[gene.name]
     for j, value in enumerate(gene.values):
       if value != current:
-        mask[i, j] = is_valid(dict(genotype, **{gene.name: value}), max_params,
-                              max_step_flops)[0]
+        child = dict(genotype, **{gene.name: value})
+        mask[i, j] = (is_valid(child, max_params, max_step_flops)[0] and
+                      not trains_alike(genotype, child))
   return mask
 
 

@@ -71,20 +71,20 @@ def param_labels(params):
 
 def build(cfg: OptimConfig, params) -> optax.GradientTransformation:
   """The optax transformation for `params` (an `nnx.State`), at peak learning rates."""
-  if cfg.optimizer == 'adamw':
-    matrix = _adamw(cfg.matrix_lr, cfg, cfg.weight_decay)
-  elif cfg.optimizer == 'muon':
-    matrix = optax.contrib.muon(cfg.muon_lr, beta=cfg.muon_momentum,
-                                weight_decay=cfg.weight_decay, nesterov=True)
-  else:
+  if cfg.optimizer not in ('adamw', 'muon'):
     raise ValueError(f'optimizer={cfg.optimizer!r} not in (adamw, muon)')
-  groups = {
-      'matrix': matrix,
-      'embed': _adamw(cfg.embed_lr, cfg),
-      'head': _adamw(cfg.head_lr, cfg),
-      'scalar': _adamw(cfg.scalar_lr, cfg),
-  }
-  tx = optax.multi_transform(groups, param_labels(params))
+
+  def matrix():
+    if cfg.optimizer == 'adamw':
+      return _adamw(cfg.matrix_lr, cfg, cfg.weight_decay)
+    return optax.contrib.muon(cfg.muon_lr, beta=cfg.muon_momentum,
+                              weight_decay=cfg.weight_decay, nesterov=True)
+  labels = param_labels(params)
+  present = set(jax.tree_util.tree_leaves(labels))
+  # Only the groups that hold parameters: an empty group's settings train nothing.
+  makers = {'matrix': matrix, 'embed': lambda: _adamw(cfg.embed_lr, cfg),
+            'head': lambda: _adamw(cfg.head_lr, cfg), 'scalar': lambda: _adamw(cfg.scalar_lr, cfg)}
+  tx = optax.multi_transform({g: makers[g]() for g in GROUPS if g in present}, labels)
   if cfg.grad_clip > 0:
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
   return tx

@@ -2,8 +2,10 @@
 
     search.run(config, workdir)
 
-1. **Noise.** The baseline is trained `noise_repeats` times with different seeds; σ is
-   the standard deviation of its val_bpb (at least `min_sigma`), the best is their mean.
+1. **Noise.** The baseline is trained `noise_repeats` times with seeds s, s+1, ...; the
+   best is their mean. σ is pooled over every group of repeated runs of one genotype
+   (the baseline's, then each re-run pair; `keep_rule.pooled`), at least `min_sigma`.
+   Every genotype is seeded alike: its k-th run uses seed s+k-1.
 2. **Loop** (until `max_trials` ledger rows in total; 0 = forever): the agent proposes
    K edits of the best (K = `parallel_trials`); the executor trains them; re-runs of
    those inside the noise band train next; then, in the order proposed, the keep rule
@@ -31,12 +33,11 @@ from absl import logging
 
 from autoresearch import agents, data, distributed, evaluator, follower, keep_rule, signals
 from autoresearch import genotype as genotype_lib, trial
-from autoresearch.executor import Executor, Interrupted, Job
+from autoresearch.executor import ConfigError, Executor, Interrupted, Job
 from autoresearch.records import AGENT_BASELINE, TrialRecord
 from autoresearch.store import FaultHook, Store, no_fault
 from autoresearch.trial_types import TrialConfig, TrialResult
 
-RERUN_SEED_OFFSET = 10_000   # re-runs use seed + this + the proposal's number
 
 
 @dataclasses.dataclass
@@ -46,8 +47,11 @@ class SearchState:
   proposals: int = 0              # edits proposed by the agent
   best_genotype: dict = dataclasses.field(default_factory=dict)
   best_bpb: float = math.inf
-  sigma: float = 0.0
+  best_runs: int = 0             # runs whose mean is best_bpb
+  sigma: float = 0.0              # pooled σ of val_bpb (keep_rule.pooled), bits/byte
+  sigma_dof: int = 0              # its degrees of freedom
   baseline_bpbs: list = dataclasses.field(default_factory=list)
+  repeats: dict = dataclasses.field(default_factory=dict)  # genotype id -> val_bpb of each run
   history: list = dataclasses.field(default_factory=list)   # agents.HistoryEntry as JSON
   since_improvement: int = 0
 
@@ -74,6 +78,7 @@ class Search:
 
   def __init__(self, config, workdir: str, runner: Callable = trial.run,
                fault: FaultHook = no_fault):
+    check_search_config(config.search)
     self.config, self.workdir = config, workdir
     self.store = Store(workdir, config, fault)
     trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
@@ -139,6 +144,16 @@ class Search:
     return agents.SearchView(s.best_genotype, s.best_bpb, s.sigma, s.trials,
                              s.since_improvement, history, mask, self.space)
 
+  def _noise(self) -> keep_rule.Noise:
+    return keep_rule.Noise(self.state.sigma, self.state.sigma_dof)
+
+  def _add_repeats(self, genotype: dict, bpbs: list[float]) -> None:
+    """Pools `bpbs`, runs of one genotype, into σ."""
+    s = self.state
+    s.repeats.setdefault(genotype_lib.genotype_id(genotype), []).extend(bpbs)
+    noise = keep_rule.pooled(s.repeats.values(), self.config.search.min_sigma)
+    s.sigma, s.sigma_dof = noise.sigma, noise.dof
+
   def _record(self, result: TrialResult, **fields) -> TrialRecord:
     """The next ledger row, from a trial's result and what the search made of it."""
     self.state.trials += 1
@@ -193,8 +208,8 @@ class Search:
         if result.status != 'ok':
           raise RuntimeError(f'the baseline genotype failed ({result.status}): {result.reason}')
         s.baseline_bpbs.append(result.val_bpb)
-        s.best_bpb = float(np.mean(s.baseline_bpbs))
-        s.sigma = keep_rule.sigma(s.baseline_bpbs, search.min_sigma)
+        s.best_bpb, s.best_runs = float(np.mean(s.baseline_bpbs)), len(s.baseline_bpbs)
+        self._add_repeats(s.best_genotype, [result.val_bpb])
         row = self._record(result, status='keep', agent=AGENT_BASELINE, best_bpb=s.best_bpb,
                            description=f'baseline (noise run {first + i + 1}/'
                            f'{search.noise_repeats})')
@@ -204,8 +219,8 @@ class Search:
       self.reference = self.calibration.reference(self.best_rows, s.best_bpb, self.budget)
       self._commit(rows)
     self.store.export_best(s.best_genotype)
-    logging.info('baseline val_bpb %.6f, sigma %.6f (from %d runs, floor %.6f)',
-                 s.best_bpb, s.sigma, len(s.baseline_bpbs), search.min_sigma)
+    logging.info('baseline val_bpb %.6f, sigma %.6f (%d degrees of freedom, floor %.6f)',
+                 s.best_bpb, s.sigma, s.sigma_dof, search.min_sigma)
 
   def _train_round(self, candidates: list[Candidate], watches: list) -> tuple[list, dict]:
     """(first results, {index: re-run result}): the candidates, then the re-runs of
@@ -216,11 +231,12 @@ class Search:
         Job(c.genotype, seed, watch, f'trial {s.trials + 1 + i}')
         for i, (c, watch) in enumerate(zip(candidates, watches))])
     in_band = [i for i, r in enumerate(firsts) if r.status == 'ok' and keep_rule.first_run(
-        s.best_bpb - r.val_bpb, s.sigma, self.config.search.keep_sigmas) == 'rerun']
+        s.best_bpb - r.val_bpb, self._noise(), s.best_runs, self.config.search.keep_alpha)
+        == 'rerun']
     reruns = in_band[:max(0, self._room_left() - len(candidates))]
-    seconds = self.executor.run([
-        Job(candidates[i].genotype, seed + RERUN_SEED_OFFSET + s.proposals + i,
-            label=f're-run of trial {s.trials + 1 + i}') for i in reruns])
+    seconds = self.executor.run([   # the second run of a genotype: the second seed
+        Job(candidates[i].genotype, seed + 1, label=f're-run of trial {s.trials + 1 + i}')
+        for i in reruns])
     return firsts, dict(zip(reruns, seconds))
 
   def _judge(self, candidate: Candidate, results: list[TrialResult], rerun: bool,
@@ -229,16 +245,17 @@ class Search:
     against the best as it stands now, the reward, and the state's new best, history
     and calibration."""
     s, search, first = self.state, self.config.search, results[0]
+    second = results[1].val_bpb if rerun and results[1].status == 'ok' else None
     if first.status == 'ok':
-      second = results[1].val_bpb if rerun and results[1].status == 'ok' else None
-      status, bpb = keep_rule.decide(s.best_bpb, first.val_bpb, second, rerun, s.sigma,
-                                     search.keep_sigmas)
+      status, bpb = keep_rule.decide(s.best_bpb, s.best_runs, first.val_bpb, second, rerun,
+                                     self._noise(), search.keep_alpha)
     else:
       status, bpb = first.status, (first.predicted_bpb if first.status == 'aborted' else None)
     s.proposals += 1
     reward = keep_rule.reward(best_before, bpb, s.sigma, search.reward_clip)
     if status == 'keep':
       s.best_genotype, s.best_bpb, s.since_improvement = candidate.genotype, float(bpb), 0
+      s.best_runs = 2 if second is not None else 1
     else:
       s.since_improvement += 1
     p = candidate.proposal
@@ -253,7 +270,7 @@ class Search:
       rows.append(self._record(
           result, status=status, agent=self.agent.kind, description=note, best_bpb=s.best_bpb,
           reward=reward, log_prob=p.log_prob, critic=p.critic, edit=[p.gene, p.value],
-          mean_bpb=bpb if len(results) == 2 and results[1].status == 'ok' else None,
+          mean_bpb=bpb if second is not None else None,
           rerun_of=first_trial if j else None,
           predictions=[list(x) for x in watch.predictions] if watch and j == 0 else [],
           progress_at_stop=min(1.0, result.train_seconds / self.budget)))
@@ -278,6 +295,9 @@ class Search:
       results = [firsts[i]] + ([seconds[i]] if i in seconds else [])
       per_candidate.append(self._judge(candidate, results, i in seconds, best_before,
                                        watches[i], reference_before))
+    for i in seconds:   # the re-run pairs join σ, after the round's decisions
+      if firsts[i].status == 'ok' and seconds[i].status == 'ok':
+        self._add_repeats(candidates[i].genotype, [firsts[i].val_bpb, seconds[i].val_bpb])
     next_view = self.view()
     for candidate, rows in zip(candidates, per_candidate):
       outcome = agents.Outcome(candidate.genotype, rows[0].status, rows[0].outcome_bpb)
@@ -304,6 +324,23 @@ class Search:
         self.executor.close()
         self.store.close()
     return self.state
+
+
+def check_search_config(search) -> None:
+  """Raises ConfigError naming a `config.search` field whose value cannot work."""
+  problems = []
+  if search.noise_repeats < 2:
+    problems.append(f'search.noise_repeats={search.noise_repeats}: σ needs at least 2 runs')
+  if not 0.0 < search.keep_alpha < 1.0:
+    problems.append(f'search.keep_alpha={search.keep_alpha}: a probability in (0, 1)')
+  if not search.min_sigma >= 0.0:
+    problems.append(f'search.min_sigma={search.min_sigma}: bits/byte, at least 0')
+  if not search.reward_clip > 0.0:
+    problems.append(f'search.reward_clip={search.reward_clip}: must be positive')
+  if search.max_trials < 0:
+    problems.append(f'search.max_trials={search.max_trials}: 0 (forever) or more')
+  if problems:
+    raise ConfigError('; '.join(problems))
 
 
 def run(config, workdir: str, runner: Callable = trial.run,

@@ -1,5 +1,5 @@
-"""One trial: a genotype compiled into jitted functions, trained for a fixed wall-clock
-budget, scored in validation bits per byte.
+"""One trial: a genotype compiled into jitted functions, trained for a fixed budget of
+training seconds, scored in validation bits per byte.
 
     result = trial.run(genotype, corpus, trial_config, watch=...)
     # = build (compile), train (the budget), evaluate (bits per byte), stage by stage:
@@ -10,8 +10,10 @@ budget, scored in validation bits per byte.
 * Compilation is ahead of time (`jit(...).lower(...).compile()`), timed, and outside
   the budget; JAX's persistent compilation cache (`enable_compilation_cache`) makes a
   genotype seen before compile at once.
-* Training runs until `budget_seconds` of training time are spent. The loss of step
-  t-1 is read after step t is dispatched, so the host never stalls the device.
+* Training runs until `budget_seconds` of training time are spent on the trial's clock
+  (`trial.clock`: the machine's seconds, or model FLOPs at a reference rate; see
+  `trial_types`); no step is dispatched that would end past the budget. The loss of
+  step t-1 is read after step t is dispatched, so the host never stalls the device.
 * Every loss reading goes to `watch`, which may stop the trial (the self-evaluator and
   the preemption handler plug in there) by returning a `Stop`.
 * Data-parallel over the devices given (all by default): a `jax.sharding.Mesh` with
@@ -20,8 +22,8 @@ budget, scored in validation bits per byte.
   array on its first dimension that divides evenly; the rest replicated). Parameters
   are float32 master weights whatever `compute_dtype` the activations use. On several
   hosts (`jax.distributed`), every process samples the same global batch and feeds its
-  own devices' rows, and process 0's clock and watcher decide when to stop, so every
-  process runs the same steps.
+  own devices' rows, and process 0's clock and watcher decide when to stop and at
+  which progress each step runs, so every process runs the same steps.
 * val_bpb = sum of cross-entropy in nats / (ln 2 x bytes scored) over the first
   `val_bytes` bytes of the val split: the same bytes for every genotype, whatever its
   sequence length. No gene reaches this code path.
@@ -49,7 +51,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from autoresearch import data, distributed, genotype as genotype_lib, hardware, optim
 from autoresearch.trial_types import (  # noqa: F401  (re-exported: trial.TrialResult, ...)
-    Built, LossReading, Scores, Stop, Trained, TrialConfig, TrialResult, Watcher)
+    Built, ConfigError, LossReading, Scores, Stop, Trained, TrialConfig, TrialResult, Watcher,
+    bits_per_byte, check_loss, make_clock)
 from models import gpt
 
 
@@ -62,12 +65,14 @@ def enable_compilation_cache(cache_dir: str) -> None:
 
 
 def max_step_flops(cfg: TrialConfig, num_devices: int = 1) -> float:
-  """The step-FLOPs cap of `cfg.max_step_fraction` (0: none): a step that, at the matmul
-  ceiling of `num_devices` devices, would take more than that fraction of the budget."""
+  """The step-FLOPs cap of `cfg.max_step_fraction` (0: none): a step that would take
+  more than that fraction of the budget, at the matmul ceiling of `num_devices` devices
+  (clock 'wall') or at the reference rate (clock 'flops')."""
   if not cfg.max_step_fraction:
     return 0.0
-  return (cfg.max_step_fraction * cfg.budget_seconds * num_devices *
-          hardware.peak_flops(cfg.compute_dtype))
+  rate = (cfg.reference_flops_per_second if cfg.clock == 'flops' else
+          num_devices * hardware.peak_flops(cfg.compute_dtype))
+  return cfg.max_step_fraction * cfg.budget_seconds * rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,11 +122,6 @@ def cross_entropy_nats(logits_BxTxV, targets_BxT):
   """Per-token cross-entropy in nats (float32)."""
   return optax.softmax_cross_entropy_with_integer_labels(
       logits_BxTxV.astype(jnp.float32), targets_BxT.astype(jnp.int32))
-
-
-def bits_per_byte(total_nats: float, num_bytes: int) -> float:
-  """Bits per byte from summed nats over `num_bytes` one-byte tokens."""
-  return total_nats / (math.log(2) * num_bytes)
 
 
 def _loss_fn(graphdef, params, batch_BxT1):
@@ -270,7 +270,7 @@ def run(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig,
   start = time.perf_counter()
   gid = genotype_lib.genotype_id(genotype) if _in_space(genotype) else 'invalid'
   result = TrialResult(genotype_id=gid, genotype=dict(genotype), status='crash',
-                       device_kind=hardware.device_kind(),
+                       device_kind=hardware.device_kind(), clock=cfg.clock,
                        data_fingerprint=corpus.fingerprint)
   try:
     placement = Placement.over(devices or jax.devices(), cfg.fsdp)
@@ -304,13 +304,13 @@ def _with_training(result: TrialResult, built: Built, trained: Trained, cfg: Tri
   """`result` with the training figures; status and reason from the stop, if any."""
   tokens = trained.steps * built.batch_size * built.seq_len
   mfu_percent = 0.0
-  if trained.train_seconds > 0:
-    flops = gpt.flops_per_token(built.model_cfg) * tokens / trained.train_seconds
+  if trained.wall_seconds > 0:  # the machine's rate, whatever the clock
+    flops = gpt.flops_per_token(built.model_cfg) * tokens / trained.wall_seconds
     mfu_percent = 100.0 * flops / (num_devices * hardware.peak_flops(cfg.compute_dtype))
   result = dataclasses.replace(
       result, steps=trained.steps, tokens=tokens, mfu_percent=mfu_percent,
       loss_curve=trained.loss_curve, final_train_loss=trained.final_train_loss,
-      train_seconds=trained.train_seconds)
+      train_seconds=trained.train_seconds, wall_train_seconds=trained.wall_seconds)
   if trained.stop is None:
     return result
   stop = trained.stop
@@ -330,30 +330,30 @@ def _with_scores(result: TrialResult, built: Built, scores: Scores) -> TrialResu
 def train(built: Built, train_split: np.ndarray, cfg: TrialConfig, watch: Optional[Watcher],
           placement: Placement) -> Trained:
   """The budgeted loop from `built`'s initial state (donated): step t is dispatched
-  before step t-1's loss is read; every reading goes to `watch`."""
+  before step t-1's loss is read, if the clock says it ends within the budget; every
+  reading goes to `watch`."""
   train_step, params, opt_state = built.train_step, built.params, built.opt_state
   batch_size, seq_len = built.batch_size, built.seq_len
   rng = np.random.default_rng(cfg.seed)
-  budget = cfg.budget_seconds
+  clock = make_clock(cfg, gpt.flops_per_token(built.model_cfg) * batch_size * seq_len)
   follow_leader = jax.process_count() > 1
   loss_curve, final_train_loss = [], None
-  clock_start = time.perf_counter()
   pending = None   # (step index, loss array): dispatched, not yet read
   dispatched_steps = 0
   stop = None
   while True:
-    elapsed = time.perf_counter() - clock_start
-    more = (stop is None and elapsed < budget and
+    fits, progress = clock.plan(in_flight=pending is not None)
+    more = (stop is None and fits and
             not (cfg.max_steps and dispatched_steps >= cfg.max_steps))
-    progress = elapsed / budget if budget > 0 else 1.0
     if follow_leader:
       stop, more, progress = _leader_decides(stop, more, progress)
-      if stop is not None:
-        break
+    if stop is not None:
+      break
     previous, pending = pending, None
     if more:
       batch = placement.put(data.sample_batch(rng, train_split, batch_size, seq_len),
                             placement.batch)
+      clock.dispatched()
       params, opt_state, loss = train_step(params, opt_state, batch, np.float32(progress))
       dispatched_steps += 1
       pending = (dispatched_steps, loss)
@@ -362,17 +362,16 @@ def train(built: Built, train_split: np.ndarray, cfg: TrialConfig, watch: Option
         break
       continue
     step, loss_value = previous[0], float(previous[1])  # Waits for step t-1 only.
-    seconds = time.perf_counter() - clock_start
+    seconds = clock.finished()
     loss_curve.append([round(seconds, 4), step, loss_value])
     final_train_loss = loss_value
-    stop = _check_loss(loss_value, step, cfg)
+    stop = check_loss(loss_value, step, cfg)
     if stop is None and watch is not None:
-      stop = watch(LossReading(seconds, min(seconds / budget, 1.0), step, loss_value))
-    if not follow_leader and (stop is not None or pending is None):
-      break
+      stop = watch(LossReading(seconds, clock.progress(seconds), step, loss_value,
+                               clock.wall_seconds()))
   jax.block_until_ready(params)
-  return Trained(params, dispatched_steps, loss_curve, final_train_loss,
-                 time.perf_counter() - clock_start, stop)
+  return Trained(params, dispatched_steps, loss_curve, final_train_loss, clock.seconds(), stop,
+                 clock.wall_seconds())
 
 
 def _leader_decides(stop: Optional[Stop], more: bool, progress: float):
@@ -385,12 +384,3 @@ def _leader_decides(stop: Optional[Stop], more: bool, progress: float):
     return None, bool(more), progress
   stop = Stop(**distributed.broadcast_json(dataclasses.asdict(stop) if stop else None))
   return stop, bool(more), progress
-
-
-def _check_loss(loss: float, step: int, cfg: TrialConfig) -> Optional[Stop]:
-  if not math.isfinite(loss):
-    return Stop(f'training loss is {loss} at step {step}', status='crash')
-  if loss > cfg.max_loss:
-    return Stop(f'training loss exploded to {loss:.2f} nats at step {step} '
-                f'(limit {cfg.max_loss:.2f})', status='crash')
-  return None

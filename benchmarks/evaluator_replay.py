@@ -11,19 +11,19 @@ each starts with its own best, sigma and an empty calibration, as a new search w
 The replayed search, per file:
 * **Baseline.** The rows with agent 'baseline' (the noise runs) are never watched. The
   best starts as the mean of their val_bpb, sigma is their std (ddof 1, at least
-  `min_sigma`: `keep_rule.sigma`); as in search.py they are the first calibration rows (unpaired) and the
-  Reference is the mean of their features, with their mean val_bpb.
+  `min_sigma`: `keep_rule.pooled`); as in search.py they are the first calibration rows
+  (unpaired) and the Reference is the mean of their features, with their mean val_bpb.
 * **Searched trials.** The evaluator (a fresh `Evaluator` per trial, with the search's
   Calibration, the best before the trial, a margin of `--margin_sigmas`·sigma (search.py
   gives 0) and the Reference of the current best) gets the recorded curve through
   `evaluator.replay`. A trial it stops does not feed the calibration, is not re-run and
   cannot become the best, exactly as online. One that ran to completion with a finite
   val_bpb is added with `Calibration.update`, paired with the Reference it was watched
-  against, and the search's keep rule decides: a gain over keep_sigmas·sigma keeps it;
-  a gain inside the noise band uses the recorded re-run row (the one whose `rerun_of`
-  is the trial),
-  which is never watched (nor is it online) and joins the calibration, and the two-run
-  mean keeps it when it beats the best by keep_sigmas·sigma/sqrt(2). A gain in the band
+  against, and the search's keep rule (`keep_rule.py`, at `search.keep_alpha`) decides:
+  a clear gain keeps it; a gain inside the noise band uses the recorded re-run row (the
+  one whose `rerun_of` is the trial),
+  which is never watched (nor is it online) and joins the calibration and the pooled σ,
+  and the two-run mean decides. A gain in the band
   without a recorded re-run (the recorded search had another best) is a discard, and a
   recorded re-run whose first run the replay stops or does not put in the band never
   runs. A new best's Reference is built from its run(s) and its (mean) val_bpb.
@@ -104,7 +104,7 @@ class RecordedSearch:
   budget_seconds: float
   baseline: list        # the baseline rows that completed
   baseline_bpb: float   # their mean (inf without any)
-  sigma: float          # bits/byte
+  min_sigma: float      # bits/byte: the floor of the pooled σ
 
   @classmethod
   def load(cls, path: str, budget_seconds: float, min_sigma: float) -> 'RecordedSearch':
@@ -114,7 +114,16 @@ class RecordedSearch:
     baseline = [r for r in records if r.is_baseline and r.scored]
     bpbs = [r.val_bpb for r in baseline]
     return cls(path, records, budget_seconds or records[0].budget_seconds, baseline,
-               float(np.mean(bpbs)) if bpbs else math.inf, keep_rule.sigma(bpbs, min_sigma))
+               float(np.mean(bpbs)) if bpbs else math.inf, min_sigma)
+
+  @property
+  def baseline_noise(self) -> keep_rule.Noise:
+    """σ of the baseline's runs alone: the noise at the start of the replay."""
+    return keep_rule.pooled([[r.val_bpb for r in self.baseline]], self.min_sigma)
+
+  @property
+  def sigma(self) -> float:
+    return self.baseline_noise.sigma
 
 
 def stop_cost(record: TrialRecord, stop_seconds: float) -> float:
@@ -164,7 +173,7 @@ class Metrics:
 
 # --- the replay ----------------------------------------------------------------------------
 
-def replay_search(method, search: RecordedSearch, keep_sigmas: float) -> Metrics:
+def replay_search(method, search: RecordedSearch, keep_alpha: float) -> Metrics:
   """Runs `method` over one recorded search in order (see the module docstring)."""
   metrics = Metrics()
 
@@ -178,7 +187,9 @@ def replay_search(method, search: RecordedSearch, keep_sigmas: float) -> Metrics
     return record.total_seconds
 
   timed(method.start, search)
-  best, sigma, records = search.baseline_bpb, search.sigma, search.records
+  best, records = search.baseline_bpb, search.records
+  best_runs, repeats = len(search.baseline), [[r.val_bpb for r in search.baseline]]
+  noise = search.baseline_noise
   i = 0
   while i < len(records):
     record, i = records[i], i + 1
@@ -209,18 +220,21 @@ def replay_search(method, search: RecordedSearch, keep_sigmas: float) -> Metrics
 
     # The search's keep rule: a clear gain keeps; one inside the noise band is re-run
     # (when the recording has that re-run: else it is discarded, as without ledger room).
-    band = keep_rule.first_run(best - record.val_bpb, sigma, keep_sigmas) == 'rerun'
+    band = keep_rule.first_run(best - record.val_bpb, noise, best_runs, keep_alpha) == 'rerun'
     rerun = rerun if band else None
     if rerun is not None:
       timed(method.unwatched, rerun)
       metrics.seconds_with += seconds(rerun)
-    status, bpb = keep_rule.decide(best, record.val_bpb,
-                                   rerun.val_bpb if rerun is not None and rerun.scored else None,
-                                   band, sigma, keep_sigmas)
+    second = rerun.val_bpb if rerun is not None and rerun.scored else None
+    status, bpb = keep_rule.decide(best, best_runs, record.val_bpb, second, band, noise,
+                                   keep_alpha)
     if status == 'keep':
-      best = bpb
+      best, best_runs = bpb, 2 if second is not None else 1
       metrics.new_bests += 1
       timed(method.new_best, [record] + ([rerun] if rerun is not None else []), bpb)
+    if second is not None:   # as the search: a re-run pair joins the pooled σ
+      repeats.append([record.val_bpb, second])
+      noise = keep_rule.pooled(repeats, search.min_sigma)
   return metrics
 
 
@@ -334,7 +348,7 @@ def main(argv: Optional[list] = None) -> list[str]:
                       'cautious Optuna settings)')
   args = parser.parse_args(argv)
   search_cfg = default.get_config().search
-  keep_sigmas = float(search_cfg.keep_sigmas)
+  keep_alpha = float(search_cfg.keep_alpha)
   searches = [RecordedSearch.load(p, args.budget_seconds, search_cfg.min_sigma)
               for p in args.paths]
 
@@ -352,13 +366,13 @@ def main(argv: Optional[list] = None) -> list[str]:
   baseline = sum(r.is_baseline for s in searches for r in s.records)
   emit(f'trials: {rows_total} ({baseline} baseline, {reruns} re-runs, '
        f'{rows_total - baseline - reruns} searched) in {len(searches)} search(es), each '
-       f'replayed with its own best, sigma and calibration; keep rule {keep_sigmas:g} sigma, '
+       f'replayed with its own best, sigma and calibration; keep rule at alpha {keep_alpha:g}, '
        f'evaluator margin {args.margin_sigmas:g} sigma')
   notes = []
   warm_up()
   rows, default_per_search = [], None
   for label, method in methods(args.margin_sigmas, args.optuna, args.sweep, notes):
-    per_search = [replay_search(method, s, keep_sigmas) for s in searches]
+    per_search = [replay_search(method, s, keep_alpha) for s in searches]
     rows.append((label, sum(per_search, Metrics())))
     default_per_search = default_per_search or per_search
   for line in notes + table(rows):

@@ -62,24 +62,29 @@ def get_config() -> ml_collections.ConfigDict:
   ))
 
   config.trial = ml_collections.ConfigDict(dict(
-      budget_seconds=60.0,     # training seconds per trial; compile and eval excluded
+      budget_seconds=60.0,     # training seconds per trial (on `clock`); compile and eval excluded
       val_bytes=262_144,       # bytes of the val split scored (same for every genotype)
       eval_batch_tokens=16_384,  # tokens per evaluation batch (memory only)
       max_params=20_000_000,   # parameter cap: larger genotypes are refused
-      max_step_fraction=0.05,  # refused as too slow: a step over this x budget at the matmul ceiling
+      max_step_fraction=0.05,  # refused: a step over this x budget at the matmul ceiling (or reference rate)
       max_loss=16.6,           # nats; a training loss above this ends the trial as a crash
       micro_batch_size=0,      # sequences per forward/backward (grad accumulation); 0 = batch
       compute_dtype='float32',  # activation dtype: 'float32' | 'bfloat16'; weights stay float32
       fsdp=False,              # shard parameters and optimizer state over devices; else replicated
       max_steps=0,             # steps; training ends after this many, even within budget; 0 = none
       seed=0,                  # init and batch-sampling seed
+      clock='wall',            # a training second: 'wall' (the machine's) | 'flops' (reproducible)
+      # FLOP/s; under clock='flops' a training second is this many model FLOPs: the baseline
+      # alone on this idle 2-core CPU (1,369 steps a minute = 1.29e11; today's rate:
+      # benchmarks/clock_noise.py's idle_wall_flops_per_second).
+      reference_flops_per_second=1.3e11,
   ))
 
   config.search = ml_collections.ConfigDict(dict(
       max_trials=0,            # stop after this many trials in the workdir in total; 0 = never
-      noise_repeats=3,         # baseline runs (different seeds) that measure sigma of val_bpb
-      keep_sigmas=2.0,         # a new best must beat the best by this many sigma
-      min_sigma=0.002,         # bits/byte; floor of the measured sigma
+      noise_repeats=5,         # baseline runs (seeds s, s+1, ...) that first measure sigma of val_bpb
+      keep_alpha=0.05,         # probability of keeping an edit that changes nothing (one-sided t test)
+      min_sigma=0.002,         # bits/byte; floor of the pooled sigma
       reward_clip=5.0,         # reward in sigma units is clipped to +-this; crashes get -this
       seed=0,                  # agent seed
       parallel_trials=1,       # K: trials at once, each on 1/K of the devices (K proposals a round)

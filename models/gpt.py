@@ -72,6 +72,10 @@ class GPTConfig:
       windows.append(self.seq_len if full else self.short_window)
     return tuple(windows)
 
+  def check(self) -> None:
+    """Raises ValueError with the reason when this config cannot be built (`validate`)."""
+    validate(self)
+
   def value_embed_layers(self) -> tuple[int, ...]:
     """Layers with value embeddings: every other layer, counted back from the last."""
     if not self.value_embeds:
@@ -273,7 +277,7 @@ class GPT(nnx.Module):
   """tokens (B, T) int -> logits (B, T, V) float32."""
 
   def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
-    validate(cfg)
+    cfg.check()
     self.cfg = cfg
     d, v = cfg.d_model, cfg.vocab_size
     # The embedding is normalised before use, so its scale only matters when tied.

@@ -5,11 +5,12 @@
 
 `devices`: the tiny baseline (batch 8) for a fixed number of steps on 1 device, on 4
 (data-parallel), on 4 with fsdp, with micro-batches on 1 and 4, and on 3, which the
-batch does not divide. `process`: joins the other processes through jax.distributed,
-takes two proposals broadcast by process 0, and runs each on the devices of all
-processes; in the second, process 0's watcher stops at step 3 and process 1's, which
-must be ignored, at step 2. Prints one JSON
-object on its last line.
+batch does not divide; and on 4 under the FLOPs clock with a budget of FLOPS_STEPS
+steps. `process`: joins the other processes through jax.distributed, takes three
+proposals broadcast by process 0, and runs each on the devices of all processes; in
+the second, process 0's watcher stops at step 3 and process 1's, which must be
+ignored, at step 2; the third runs under the FLOPs clock until its budget. Prints one
+JSON object on its last line.
 """
 
 import dataclasses
@@ -24,8 +25,10 @@ from jax.experimental import multihost_utils  # noqa: E402
 
 from autoresearch import data, distributed, genotype as genotype_lib, trial  # noqa: E402
 from configs import tiny  # noqa: E402
+from models import gpt  # noqa: E402
 
-STEPS = 8  # steps of every trial here
+STEPS = 8  # steps of every trial here but the FLOPs clock's
+FLOPS_STEPS = 6  # steps the FLOPs clock's budget holds
 
 
 def setup():
@@ -36,10 +39,19 @@ def setup():
   return config, genotype_lib.from_config(config), trial.TrialConfig.from_config(config)
 
 
+def on_flops_clock(genotype, cfg: trial.TrialConfig) -> trial.TrialConfig:
+  """`cfg` under the FLOPs clock, its budget FLOPS_STEPS steps of `genotype`, no step cap."""
+  step_flops = (gpt.flops_per_token(genotype_lib.model_config(genotype)) *
+                genotype['batch_size'] * genotype['seq_len'])
+  return dataclasses.replace(cfg, clock='flops', max_steps=0, reference_flops_per_second=(
+      step_flops * FLOPS_STEPS / cfg.budget_seconds))
+
+
 def summary(result: trial.TrialResult) -> dict:
   return {'status': result.status, 'reason': result.reason, 'steps': result.steps,
           'losses': [loss for _, _, loss in result.loss_curve], 'val_bpb': result.val_bpb,
-          'genotype': result.genotype}
+          'genotype': result.genotype, 'train_seconds': result.train_seconds,
+          'clock': result.clock}
 
 
 def on_devices():
@@ -54,6 +66,7 @@ def on_devices():
       'one_micro': (genotype, dataclasses.replace(cfg, micro_batch_size=4), devices[:1]),
       'four_micro': (genotype, dataclasses.replace(cfg, micro_batch_size=4), devices),
       'indivisible': (genotype, cfg, devices[:3]),
+      'four_flops': (genotype, on_flops_clock(genotype, cfg), devices),
   }
   return {name: summary(trial.run(g, corpus, c, devices=d)) for name, (g, c, d) in runs.items()}
 
@@ -68,16 +81,19 @@ def on_processes(process_id: int, num_processes: int, port: int):
   out = {'process_index': jax.process_index(), 'device_count': jax.device_count(),
          'local_device_count': jax.local_device_count(), 'trials': []}
   proposals = [{'genotype': genotype, 'seed': 0},
-               {'genotype': dict(genotype, d_model=64), 'seed': 1}]
-  for i in range(2):
+               {'genotype': dict(genotype, d_model=64), 'seed': 1},
+               {'genotype': genotype, 'seed': 0, 'flops_clock': True}]
+  for i in range(len(proposals)):
     proposal = distributed.broadcast_json(proposals[i] if distributed.is_leader() else None)
+    trial_cfg = dataclasses.replace(cfg, seed=proposal['seed'])
+    if proposal.get('flops_clock'):
+      trial_cfg = on_flops_clock(proposal['genotype'], trial_cfg)
     watch = None
     if i == 1:  # process 0's stop ends the trial everywhere; another's counts for nothing
       stop_at, stop = ((3, trial.Stop('leader stops', predicted_bpb=3.0))
                        if distributed.is_leader() else (2, trial.Stop('ignored')))
       watch = lambda r: stop if r.step == stop_at else None  # noqa: E731
-    result = trial.run(proposal['genotype'], corpus,
-                       dataclasses.replace(cfg, seed=proposal['seed']), watch=watch,
+    result = trial.run(proposal['genotype'], corpus, trial_cfg, watch=watch,
                        devices=jax.devices())
     out['trials'].append(dict(summary(result), predicted_bpb=result.predicted_bpb))
   multihost_utils.sync_global_devices('done')   # neither process exits mid-collective

@@ -148,7 +148,9 @@ def _command(workdir, max_trials, kill_at=''):
 @pytest.mark.slow
 def test_kill_9_at_many_moments_loses_and_duplicates_nothing(tmp_path):
   workdir = str(tmp_path / 'w')
-  n = 9
+  # Room for every kill below: each run records 1-3 steps before its kill, and a step
+  # is two rows when its trial is re-run (how often depends on the wall clock's steps).
+  n = 16
   # point:N = the N-th time the process reaches that point (see tests/faults.py).
   kills = ['mid-compile:1', 'train:2', 'mid-eval:2', 'mid-checkpoint:2', 'after-checkpoint:3',
            'mid-compile:3', 'mid-checkpoint:1']

@@ -105,28 +105,30 @@ def _search():
                    train_seconds=6.0, eval_seconds=2.0, budget_seconds=6.0, **fields)
   baseline = [row(t + 1, bpb, 'baseline') for t, bpb in enumerate((3.0, 3.002, 2.998))]
   records = baseline + [
-      row(4, 2.999, mean_bpb=2.9945),                    # inside the noise band ...
-      row(5, 2.990, rerun_of=4, mean_bpb=2.9945),        # ... its re-run keeps it
-      row(6, 2.980),                                     # a clear gain: kept
-      row(7, 2.979),                                     # inside the band, no re-run
+      row(4, 2.999, mean_bpb=2.992),                     # inside the noise band ...
+      row(5, 2.985, rerun_of=4, mean_bpb=2.992),         # ... its re-run keeps it
+      row(6, 2.900),                                     # a clear gain: kept
+      row(7, 2.899),                                     # inside the band, no re-run
   ]
-  return evaluator_replay.RecordedSearch('x', records, 6.0, baseline, 3.0, 0.002)
+  return evaluator_replay.RecordedSearch('x', records, 6.0, baseline, 3.0, 0.001)
 
 
 def test_the_replay_keeps_as_the_search_does_re_runs_included():
   stub = _Stub()
-  metrics = evaluator_replay.replay_search(stub, _search(), keep_sigmas=2.0)
+  metrics = evaluator_replay.replay_search(stub, _search(), keep_alpha=0.05)
+  # Baseline σ 0.002 (2 degrees of freedom); the re-run pair's mean gains 0.008 over the
+  # second stage's bar of t(0.96, 2)·0.002·√(1/3 + 1/2) = 0.0061.
   assert stub.calls == ['start', ('watch', 4, 3.0), ('unwatched', 5),
-                        ('new_best', [4, 5], pytest.approx(2.9945)),
-                        ('watch', 6, pytest.approx(2.9945)), ('new_best', [6], 2.98),
-                        ('watch', 7, 2.98)]
+                        ('new_best', [4, 5], pytest.approx(2.992)),
+                        ('watch', 6, pytest.approx(2.992)), ('new_best', [6], 2.90),
+                        ('watch', 7, 2.90)]
   assert (metrics.searched, metrics.better, metrics.new_bests, metrics.aborted) == (3, 3, 2, 0)
   assert metrics.seconds_with == metrics.seconds_without == 70.0
   assert metrics.false_kill_rate == 0.0
 
 
 def test_a_stopped_trial_is_neither_re_run_nor_kept_and_costs_its_setup_and_stop():
-  metrics = evaluator_replay.replay_search(_Stub(stop_seconds=1.5), _search(), keep_sigmas=2.0)
+  metrics = evaluator_replay.replay_search(_Stub(stop_seconds=1.5), _search(), keep_alpha=0.05)
   assert (metrics.searched, metrics.better, metrics.killed_better) == (3, 3, 3)
   assert metrics.new_bests == 0 and metrics.false_kill_rate == 1.0
   # Baseline 3 x 10 s; each stopped trial: setup (10 - 6 - 2) + 1.5 s; the re-run never runs.
@@ -138,7 +140,7 @@ def test_the_oracle_stops_only_the_losers_at_min_progress():
   search = _search()
   search.records.append(dataclasses.replace(search.records[-1], trial=8, val_bpb=3.1))  # a loser
   metrics = evaluator_replay.replay_search(replay_methods.OracleMethod(0.25), search,
-                                           keep_sigmas=2.0)
+                                           keep_alpha=0.05)
   assert (metrics.searched, metrics.aborted, metrics.false_kill_rate) == (4, 1, 0.0)
   # The loser costs its setup (2 s) and a quarter of its 6 s budget instead of 10 s.
   assert metrics.seconds_without - metrics.seconds_with == pytest.approx(10.0 - 3.5)

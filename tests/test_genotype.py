@@ -2,9 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
 
-from autoresearch import genotype as genotype_lib
+from autoresearch import builds, genotype as genotype_lib
 from configs import default, tiny
 
 
@@ -108,3 +109,54 @@ def test_conversion_to_frozen_configs():
   # Every gene lands in exactly one place: the model, the optimizer or the batch.
   model_fields = set(vars(model_cfg)) | set(vars(optim_cfg)) | {'batch_size'}
   assert {gene.name for gene in genotype_lib.GENES} <= model_fields
+
+
+def _edits_checked_against_their_own_build(genotype, max_params, edits):
+  """For each (gene, value) edit: the mask says it trains differently exactly when the
+  child's own build (traced anew) asks different questions or gets different answers."""
+  parent_reads = builds.build_reads(genotype_lib.model_config(genotype),
+                                    genotype_lib.optim_config(genotype),
+                                    (genotype['batch_size'], genotype['seq_len']))
+  mask = genotype_lib.edit_mask(genotype, max_params)
+  for i, j in edits:
+    gene = genotype_lib.GENES[i]
+    child = dict(genotype, **{gene.name: gene.values[j]})
+    if not genotype_lib.is_valid(child, max_params)[0]:
+      assert not mask[i, j]
+      continue
+    child_reads = builds.build_reads(genotype_lib.model_config(child),
+                                     genotype_lib.optim_config(child),
+                                     (child['batch_size'], child['seq_len']))
+    differs = child_reads != parent_reads or child['batch_size'] != genotype['batch_size']
+    assert mask[i, j] == differs, (gene.name, genotype[gene.name], gene.values[j])
+
+
+def _all_edits(genotype):
+  return [(i, j) for i, gene in enumerate(genotype_lib.GENES) for j, value in
+          enumerate(gene.values) if value != genotype[gene.name]]
+
+
+def test_the_known_no_op_edits_are_masked_by_what_is_built():
+  base = genotype_lib.from_config(tiny.get_config())
+  index = {g.name: i for i, g in enumerate(genotype_lib.GENES)}
+  tied = dict(base, tie_embeddings=True, norm='rms', position='learned')
+  mask = genotype_lib.edit_mask(tied)
+  for name in ('head_lr', 'scalar_lr', 'rope_base', 'muon_lr', 'muon_momentum'):
+    assert not mask[index[name]].any(), name   # no lm head, no scalars, no RoPE, AdamW
+  for name in ('embed_lr', 'matrix_lr', 'd_model', 'batch_size', 'seq_len'):
+    assert mask[index[name]].any(), name
+
+
+def test_every_edit_of_the_baseline_builds_differently_exactly_when_the_mask_says():
+  base = genotype_lib.from_config(tiny.get_config())
+  _edits_checked_against_their_own_build(base, 0, _all_edits(base))
+
+
+@pytest.mark.slow
+def test_every_masked_edit_of_random_genotypes_builds_differently():
+  rng = np.random.default_rng(7)
+  for _ in range(50):
+    genotype = genotype_lib.random_genotype(rng, max_params=1_000_000)
+    edits = _all_edits(genotype)
+    picks = rng.choice(len(edits), size=3, replace=False)
+    _edits_checked_against_their_own_build(genotype, 1_000_000, [edits[k] for k in picks])

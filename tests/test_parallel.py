@@ -45,9 +45,9 @@ def on_devices():
   return _last_json(proc.stdout)
 
 
-def _assert_same_run(run, reference):
+def _assert_same_run(run, reference, steps=8):
   assert run['status'] == 'ok', run['reason']
-  assert run['steps'] == reference['steps'] == len(run['losses']) == 8
+  assert run['steps'] == reference['steps'] == len(run['losses']) == steps
   np.testing.assert_allclose(run['losses'], reference['losses'], rtol=RTOL)
   assert run['val_bpb'] == pytest.approx(reference['val_bpb'], rel=RTOL)
 
@@ -65,6 +65,14 @@ def test_fsdp_trial_matches_one_device(on_devices):
 def test_micro_batches_split_over_devices(on_devices):
   _assert_same_run(on_devices['one_micro'], on_devices['one'])
   _assert_same_run(on_devices['four_micro'], on_devices['one'])
+
+
+def test_flops_clock_trial_ends_at_its_budget(on_devices):
+  # No step cap: the budget (600 FLOPs-clock seconds) holds exactly 6 steps.
+  run = on_devices['four_flops']
+  assert run['status'] == 'ok' and run['clock'] == 'flops', run['reason']
+  assert run['steps'] == len(run['losses']) == 6
+  assert run['train_seconds'] == pytest.approx(600.0)
 
 
 def test_batch_not_divisible_by_devices_is_a_crash(on_devices):
@@ -100,8 +108,10 @@ def test_two_processes_share_proposals_and_train_as_one(on_devices):
   # Both trials reached process 1 through broadcast_json, and both processes ran the
   # same steps to the same losses: each loss is one all-reduced value, read on each.
   for mine, theirs in zip(leader['trials'], follower['trials']):
+    if mine['clock'] == 'wall':  # each process's own seconds; the FLOPs clock's agree
+      mine, theirs = (dict(t, train_seconds=None) for t in (mine, theirs))
     assert mine == theirs
-  first, second = leader['trials']
+  first, second, third = leader['trials']
   # The 4 devices of two processes train exactly as the 4 devices of one did: every
   # process samples the same global batch and feeds its own devices' rows.
   _assert_same_run(first, on_devices['four'])
@@ -111,6 +121,10 @@ def test_two_processes_share_proposals_and_train_as_one(on_devices):
   assert (second['status'], second['reason'], second['predicted_bpb']) == (
       'aborted', 'leader stops', 3.0)
   assert second['steps'] == 4 and len(second['losses']) == 3
+  # Under the FLOPs clock the budget ends the trial, on every process at the same step,
+  # as on the 4 devices of one process.
+  _assert_same_run(third, on_devices['four_flops'], steps=6)
+  assert third['train_seconds'] == pytest.approx(600.0)
 
 
 def test_single_process_needs_no_distributed_setup(monkeypatch):

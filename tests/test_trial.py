@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -47,11 +48,17 @@ def test_tiny_trial_learns_within_its_budget(corpus, tiny_setup):
   readings = []
   result = trial.run(genotype, corpus, cfg, watch=lambda r: readings.append(r))
   assert result.status == 'ok', result.reason
-  assert result.train_seconds >= cfg.budget_seconds
+  # No step is dispatched that would end past the budget, so the trial ends within about
+  # a step of it; the steps here take about a millisecond, so the bound is the host's
+  # jitter on a shared machine. (tests below: the bound with slow steps.)
+  assert abs(result.train_seconds - cfg.budget_seconds) < 0.05
+  assert result.clock == 'wall'
+  assert result.wall_train_seconds == pytest.approx(result.train_seconds, abs=0.01)
   assert result.steps == len(readings)  # every finished step was read and watched
   assert result.steps > 5 and result.tokens == result.steps * 4 * 32
   assert [r.step for r in readings] == list(range(1, len(readings) + 1))
   assert all(0 < r.progress <= 1 for r in readings)
+  assert all(r.wall_seconds == pytest.approx(r.seconds, abs=0.01) for r in readings)
   assert result.loss_curve[-1][2] < result.loss_curve[0][2]
   assert result.val_bpb < 8.0 and result.val_bytes_scored == cfg.val_bytes
   assert result.params == gpt.count_params(genotype_lib.model_config(genotype))
@@ -146,6 +153,91 @@ def test_watcher_can_stop_the_trial(corpus, tiny_setup):
   assert result.val_bpb is None and result.eval_seconds == 0.0
   assert result.steps in (3, 4)  # step 4 was already dispatched when step 3 was read
   assert result.train_seconds < 30.0
+
+
+class _LateLoss:
+  """A loss that is ready at `ready_at` (perf_counter seconds): float() waits for it."""
+
+  def __init__(self, loss, ready_at: float):
+    self.loss, self.ready_at = loss, ready_at
+
+  def __float__(self) -> float:
+    time.sleep(max(0.0, self.ready_at - time.perf_counter()))
+    return float(self.loss)
+
+
+class _SlowDevice:
+  """A compiled train step as a device that takes `seconds` a step would run it: the
+  call returns at once (asynchronous dispatch) and the step's loss is ready `seconds`
+  after the step before it was, or after its own dispatch if the device was idle.
+  Records the progress each step was given."""
+
+  def __init__(self, step, seconds: float):
+    self.step, self.seconds, self.ready_at, self.progress = step, seconds, 0.0, []
+
+  def __call__(self, params, opt_state, batch, progress):
+    params, opt_state, loss = self.step(params, opt_state, batch, progress)
+    self.ready_at = max(time.perf_counter(), self.ready_at) + self.seconds
+    self.progress.append(float(progress))
+    return params, opt_state, _LateLoss(loss, self.ready_at)
+
+
+def _train_slowly(genotype, corpus, cfg, step_seconds: float, watch=None):
+  """(Trained, val_bpb, _SlowDevice) of `genotype` trained on a device taking
+  `step_seconds` a step."""
+  placement = trial.Placement.over(jax.devices()[:1], fsdp=False)
+  built = trial.build(genotype_lib.make(genotype), corpus, cfg, placement)
+  slow = _SlowDevice(built.train_step, step_seconds)
+  trained = trial.train(built._replace(train_step=slow), corpus.train, cfg, watch, placement)
+  return trained, trial.evaluate(built, trained.params, placement).bpb['val'], slow
+
+
+def test_wall_clock_dispatches_no_step_that_would_end_past_the_budget(corpus, tiny_setup):
+  genotype, cfg = tiny_setup
+  step = 0.2
+  trained, _, slow = _train_slowly(genotype, corpus, cfg, step)
+  assert trained.stop is None and trained.steps == len(trained.loss_curve)
+  # Dispatching while the clock read under the budget, with a step still in flight,
+  # ended between budget + step and budget + 2 steps; now the last step ends within
+  # the budget (host jitter aside), and no later than one step before it.
+  assert cfg.budget_seconds - 1.25 * step < trained.train_seconds
+  assert trained.train_seconds <= cfg.budget_seconds + step / 2
+  assert trained.wall_seconds == pytest.approx(trained.train_seconds, abs=0.01)
+  # Each step runs at the progress it starts at: k steps in, about k x step / budget.
+  np.testing.assert_allclose(slow.progress, np.arange(trained.steps) * step / cfg.budget_seconds,
+                             atol=0.25 * step / cfg.budget_seconds)
+
+
+def test_flops_clock_trains_alike_on_a_fast_and_a_slow_machine(corpus, tiny_setup):
+  genotype, cfg = tiny_setup
+  step_flops = gpt.flops_per_token(genotype_lib.model_config(genotype)) * 4 * 32
+  steps = 20
+  cfg = dataclasses.replace(cfg, clock='flops', budget_seconds=1.0,
+                            reference_flops_per_second=step_flops * steps / 1.0)
+  readings = []
+  fast = trial.run(genotype, corpus, cfg, watch=readings.append)
+  slow_trained, slow_bpb, slow = _train_slowly(genotype, corpus, cfg, 0.05)
+  assert fast.status == 'ok' and fast.clock == 'flops', fast.reason
+  assert fast.steps == slow_trained.steps == steps  # exactly the steps the budget holds
+  assert fast.train_seconds == pytest.approx(1.0)
+  assert slow_trained.train_seconds == fast.train_seconds
+  assert slow_trained.wall_seconds >= steps * 0.05 > fast.wall_train_seconds
+  assert fast.mfu_percent > 0  # the machine's rate: FLOPs over wall seconds
+  assert slow.progress == pytest.approx([k / steps for k in range(steps)])
+  assert [r.seconds for r in readings] == pytest.approx([k / steps for k in range(1, steps + 1)])
+  assert [r.progress for r in readings] == pytest.approx([k / steps for k in range(1, steps + 1)])
+  # Same steps at the same learning rates: the same losses and val_bpb, whatever the speed.
+  assert slow_trained.loss_curve == fast.loss_curve
+  assert slow_bpb == fast.val_bpb
+
+
+def test_the_step_cap_follows_the_clock(tiny_setup):
+  _, cfg = tiny_setup
+  flops = dataclasses.replace(cfg, clock='flops', reference_flops_per_second=1e9)
+  assert trial.max_step_flops(flops, num_devices=4) == pytest.approx(
+      cfg.max_step_fraction * cfg.budget_seconds * 1e9)
+  assert trial.max_step_flops(cfg, num_devices=2) == pytest.approx(
+      cfg.max_step_fraction * cfg.budget_seconds * 2 * hardware.peak_flops(cfg.compute_dtype))
 
 
 def test_micro_batches_match_the_full_batch(tiny_setup):

@@ -1,0 +1,134 @@
+"""How much of the scored held-out bytes train could have taught by heart.
+
+For each source, loads the corpus, takes the bytes `data.eval_windows` scores for
+val_bytes=262144 (`data.eval_positions`) in val and in test, and prints the fraction
+of them lying in a line of at least 20 bytes that occurs verbatim as a line of train
+(lines end at a newline or a document's NUL end marker; the terminator is not part of
+the line). The figure is broken down by how many train documents hold the line: in
+one it is copied content, in 16 or more an idiom (a deeply indented `else:`).
+
+* pystdlib: the default corpus.
+* text: a corpus made here without a download, the docstrings of the pystdlib files
+  (one UTF-8 file per module, in a temporary folder). Its held-out splits are smaller
+  than 256 KiB, so it scores as many bytes as its smaller held-out split allows.
+* enwik8: only if it is already in ~/.cache/autoresearch; never downloaded.
+
+The last line is `val_train_overlap: X`, for pystdlib's val split.
+
+  python benchmarks/split_overlap.py
+"""
+
+import ast
+import os
+import sys
+import sysconfig
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from autoresearch import data  # noqa: E402
+
+VAL_BYTES = 262_144
+MIN_LINE_BYTES = 20
+IDIOM_DOCS = 16
+
+
+def _lines(split: np.ndarray):
+  """(start, end) of each line of a split, terminators excluded."""
+  ends = np.flatnonzero((split == ord('\n')) | (split == 0))
+  starts = np.concatenate([[0], ends[:-1] + 1])
+  return starts, ends
+
+
+def train_line_docs(train: np.ndarray) -> dict:
+  """Each long line of train -> the number of train documents holding it."""
+  counts: dict = {}
+  for doc in bytes(np.asarray(train)).split(b'\x00'):
+    for line in {line for line in doc.split(b'\n') if len(line) >= MIN_LINE_BYTES}:
+      counts[line] = counts.get(line, 0) + 1
+  return counts
+
+
+def overlap(split: np.ndarray, counts: dict, num_bytes: int) -> dict:
+  """Fractions of the scored bytes in long lines found in train, by train documents."""
+  raw = bytes(np.asarray(split))
+  # in_line[i]: how many train documents hold the long line byte i lies in (0: none).
+  in_line = np.zeros(len(raw), dtype=np.int64)
+  for start, end in zip(*_lines(split)):
+    if end - start >= MIN_LINE_BYTES:
+      in_line[start:end] = counts.get(raw[start:end], 0)
+  held = in_line[data.eval_positions(len(raw), num_bytes)]
+  return {'all': float(np.mean(held > 0)), 'one': float(np.mean(held == 1)),
+          'few': float(np.mean((held > 1) & (held < IDIOM_DOCS))),
+          'idiom': float(np.mean(held >= IDIOM_DOCS))}
+
+
+def docstring_folder(folder: str) -> int:
+  """Writes the docstrings of each pystdlib file to folder; returns the files written."""
+  root = sysconfig.get_paths()['stdlib']
+  written = 0
+  for name in data.document_paths('pystdlib'):
+    with open(os.path.join(root, *name.split('/')), 'rb') as f:
+      try:
+        tree = ast.parse(f.read())
+      except (SyntaxError, ValueError):
+        continue
+    kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    docs = [ast.get_docstring(node) for node in ast.walk(tree) if isinstance(node, kinds)]
+    text = '\n\n'.join(d for d in docs if d)
+    if text:
+      path = os.path.join(folder, name[:-3] + '.txt')
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, 'w', encoding='utf-8', errors='surrogatepass') as out:
+        out.write(text + '\n')
+      written += 1
+  return written
+
+
+def report(name: str, corpus: data.Corpus, seconds: float) -> float:
+  counts = corpus.byte_counts()
+  num_bytes = min(VAL_BYTES, counts['val'] - 1, counts['test'] - 1)
+  print(f'{name}: load {seconds:.2f} s; bytes train {counts["train"]:,} val {counts["val"]:,} '
+        f'test {counts["test"]:,}; scored per held-out split {num_bytes:,}')
+  line_docs = train_line_docs(corpus.train)
+  val = None
+  for split in ('val', 'test'):
+    o = overlap(getattr(corpus, split), line_docs, num_bytes)
+    print(f'{name} {split}_train_overlap: {o["all"]:.4f} (lines in 1 train doc {o["one"]:.4f}, '
+          f'2-{IDIOM_DOCS - 1} {o["few"]:.4f}, {IDIOM_DOCS}+ {o["idiom"]:.4f})')
+    val = o['all'] if split == 'val' else val
+  return val
+
+
+def main():
+  start = time.perf_counter()
+  corpus = data.load_corpus('pystdlib')
+  default_val = report('pystdlib', corpus, time.perf_counter() - start)
+
+  with tempfile.TemporaryDirectory() as folder:
+    files = docstring_folder(folder)
+    start = time.perf_counter()
+    try:
+      text = data.load_corpus('text', folder)
+    except data.DataError as e:
+      print(f'text: skipped ({e})')
+    else:
+      report(f'text (pystdlib docstrings, {files} files)', text, time.perf_counter() - start)
+
+  cache = os.path.join(os.path.expanduser('~'), '.cache', 'autoresearch')
+  target, marker = os.path.join(cache, 'enwik8'), os.path.join(cache, 'enwik8.md5-ok')
+  # Only a file the cache's marker vouches for: anything else would mean a download.
+  if data._read_marker(marker, target, data.ENWIK8_MD5) is None:
+    print(f'enwik8: skipped (not in the cache {cache}; this benchmark never downloads)')
+  else:
+    start = time.perf_counter()
+    report('enwik8', data.load_corpus('enwik8', cache_dir=cache), time.perf_counter() - start)
+
+  print(f'val_train_overlap: {default_val:.4f}')
+
+
+if __name__ == '__main__':
+  main()
