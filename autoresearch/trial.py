@@ -24,9 +24,9 @@ training seconds, scored in validation bits per byte.
   hosts (`jax.distributed`), every process samples the same global batch and feeds its
   own devices' rows, and process 0's clock and watcher decide when to stop and at
   which progress each step runs, so every process runs the same steps.
-* val_bpb = sum of cross-entropy in nats / (ln 2 x bytes scored) over the first
-  `val_bytes` bytes of the val split: the same bytes for every genotype, whatever its
-  sequence length. No gene reaches this code path.
+* val_bpb = sum of cross-entropy in nats / (ln 2 x bytes scored) over the `val_bytes`
+  bytes of the val split at `data.eval_positions`: the same bytes for every genotype,
+  whatever its sequence length. No gene reaches this code path.
 * A genotype that is invalid, goes NaN, explodes or fails to compile returns a result
   with status 'crash' and the reason; only KeyboardInterrupt escapes.
 """

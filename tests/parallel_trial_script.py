@@ -40,11 +40,13 @@ def setup():
 
 
 def on_flops_clock(genotype, cfg: trial.TrialConfig) -> trial.TrialConfig:
-  """`cfg` under the FLOPs clock, its budget FLOPS_STEPS steps of `genotype`, no step cap."""
+  """`cfg` under the FLOPs clock, its budget FLOPS_STEPS steps of `genotype`; no cap on
+  steps, nor on a step's FLOPs (each is a sixth of the budget)."""
   step_flops = (gpt.flops_per_token(genotype_lib.model_config(genotype)) *
                 genotype['batch_size'] * genotype['seq_len'])
-  return dataclasses.replace(cfg, clock='flops', max_steps=0, reference_flops_per_second=(
-      step_flops * FLOPS_STEPS / cfg.budget_seconds))
+  reference = step_flops * FLOPS_STEPS / cfg.budget_seconds
+  return dataclasses.replace(cfg, clock='flops', max_steps=0, max_step_fraction=0.0,
+                             reference_flops_per_second=reference)
 
 
 def summary(result: trial.TrialResult) -> dict:
