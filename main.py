@@ -8,7 +8,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from autoresearch import checkpointing, data, distributed, executor, genotype, modes, report, search
+from autoresearch import checkpointing, data, distributed, genotype, modes, report, search
 from autoresearch import trial_types
 
 MODES = {'search': search.run, 'trial': modes.run_trial, 'report': report.main,
@@ -37,7 +37,7 @@ def main(argv):
     trial_types.TrialConfig.from_config(FLAGS.config)  # nonsense settings: before any file
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
   except (data.DataError, genotype.InvalidGenotype, checkpointing.CheckpointError,
-          executor.ConfigError, trial_types.ConfigError) as e:
+          trial_types.ConfigError) as e:
     sys.exit(f'autoresearch: {e}')
 
 

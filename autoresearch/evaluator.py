@@ -294,6 +294,11 @@ class Calibration:
 
 # --- the watcher ------------------------------------------------------------------------
 
+def _wall(reading: LossReading) -> float:
+  """The reading's wall seconds (a stall is a wall-clock matter, whatever the budget's clock)."""
+  return reading.wall_seconds if reading.wall_seconds is not None else reading.seconds
+
+
 class Evaluator:
   """The trial's watcher: fed every LossReading, returns a Stop or None.
 
@@ -330,8 +335,8 @@ class Evaluator:
   def __call__(self, reading: LossReading) -> Optional[Stop]:
     if not self.cfg.enabled:
       return None
-    stalled = self.check_stall(reading.seconds)   # the step just read took too long
-    self.last_seconds = reading.seconds
+    stalled = self.check_stall(_wall(reading))   # the step just read took too long
+    self.last_seconds = _wall(reading)
     if stalled is not None:
       return stalled
     if not math.isfinite(reading.loss):

@@ -26,11 +26,8 @@ import jax
 
 from autoresearch import distributed, progress, signals, trial
 from autoresearch.store import FaultHook, no_fault
-from autoresearch.trial_types import LossReading, Stop, TrialConfig, TrialResult
-
-
-class ConfigError(ValueError):
-  """A configuration the search cannot run with; the message says why."""
+from autoresearch.trial_types import (ConfigError, LossReading, Stop, TrialConfig,  # noqa: F401
+                                      TrialResult)
 
 
 class Interrupted(Exception):

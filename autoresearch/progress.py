@@ -28,7 +28,8 @@ class ProgressLine:
     self.last_logged = -float('inf')
 
   def __call__(self, reading: LossReading):
-    tokens_per_s = reading.step * self.tokens_per_step / max(reading.seconds, 1e-9)
+    wall = reading.wall_seconds if reading.wall_seconds is not None else reading.seconds
+    tokens_per_s = reading.step * self.tokens_per_step / max(wall, 1e-9)
     fields = {'step': reading.step, 'loss': f'{reading.loss:.4f}',
               'tok/s': f'{tokens_per_s:,.0f}',
               'left': f'{max(self.budget - reading.seconds, 0):.0f}s'}

@@ -80,10 +80,10 @@ class Search:
                fault: FaultHook = no_fault):
     check_search_config(config.search)
     self.config, self.workdir = config, workdir
+    self.trial_config = TrialConfig.from_config(config)   # refused before any file is made
     self.store = Store(workdir, config, fault)
     trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
     self.corpus = data.corpus_from_config(config)
-    self.trial_config = TrialConfig.from_config(config)
     self.stop = signals.GracefulStop(config.checkpoint.grace_seconds,
                                      'stopping the trial in flight; the saved state is complete')
     self.executor = Executor(self.corpus, self.trial_config, config.search.parallel_trials,
