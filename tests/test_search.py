@@ -67,7 +67,9 @@ def test_tiny_search_writes_exactly_max_trials_rows(tmp_path, kind):
   assert state.trials == 6 and len(state.baseline_bpbs) == 2
   assert [r['agent'] for r in rows[:2]] == ['baseline', 'baseline']
   assert state.sigma >= config.search.min_sigma
-  assert all(r.sigma == state.sigma and r.budget_seconds == 1.0 for r in rows_[2:])
+  # Each row carries the σ its decision used (pooled: re-run pairs join it afterwards).
+  assert rows_[2].sigma == rows_[1].sigma
+  assert all(r.sigma >= config.search.min_sigma and r.budget_seconds == 1.0 for r in rows_)
   exported = json.loads((tmp_path / 'best_genotype.json').read_text())
   assert exported == state.best_genotype
   # Every proposed genotype is one valid edit away from the best it was proposed against.
