@@ -148,21 +148,24 @@ def _command(workdir, max_trials, kill_at=''):
 @pytest.mark.slow
 def test_kill_9_at_many_moments_loses_and_duplicates_nothing(tmp_path):
   workdir = str(tmp_path / 'w')
-  # Room for every kill below: each run records 1-3 steps before its kill, and a step
-  # is two rows when its trial is re-run (how often depends on the wall clock's steps).
-  n = 16
   # point:N = the N-th time the process reaches that point (see tests/faults.py).
   kills = ['mid-compile:1', 'train:2', 'mid-eval:2', 'mid-checkpoint:2', 'after-checkpoint:3',
            'mid-compile:3', 'mid-checkpoint:1']
+  # Every trial trains to its budget (no early stops), so each point comes once per trial
+  # and a run reaches its kill within 3 steps (6 rows with re-runs); `max_trials` is not
+  # part of the config's fingerprint, so each run may be given room beyond what is there.
+  no_early_stops = ['--config.evaluator.enabled=False']
+  room = 8
   seen = []  # (trial, commit, val_bpb) recorded before each kill
   for point in kills:
-    proc = subprocess.run(_command(workdir, n, point), cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    cmd = _command(workdir, len(seen[-1]) + room if seen else room, point) + no_early_stops
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, (point, proc.returncode, proc.stderr[-2000:])
     records = ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl'))
     seen.append([(r.trial, r.genotype_id, r.val_bpb) for r in records])
-  proc = subprocess.run(_command(workdir, n), cwd=ROOT, capture_output=True, text=True,
-                        timeout=300)
+  n = len(seen[-1]) + 3
+  proc = subprocess.run(_command(workdir, n) + no_early_stops, cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   final = [(r.trial, r.genotype_id, r.val_bpb)
            for r in ledger_lib.read_records(os.path.join(workdir, 'trials.jsonl'))]

@@ -109,7 +109,10 @@ def _ledger(workdir):
 @pytest.mark.parametrize('k', [2, 4])
 def test_parallel_trials_run_at_once_on_disjoint_device_groups_and_survive_kills(tmp_path, k):
   straight, log = tmp_path / 'straight', tmp_path / 'calls.jsonl'
-  proc = _parallel_search(straight, k, 11, log)
+  # 2 baselines, then rounds of k proposals each re-run once (2k rows): room for a kill
+  # in each of two rounds and one more proposal after them.
+  n = 2 + 4 * k + 1
+  proc = _parallel_search(straight, k, n, log)
   assert proc.returncode == 0, proc.stderr[-3000:]
   calls = [json.loads(line) for line in log.read_text().splitlines()]
   groups = {tuple(c['devices']) for c in calls}
@@ -119,7 +122,7 @@ def test_parallel_trials_run_at_once_on_disjoint_device_groups_and_survive_kills
                     for i, a in enumerate(calls) for b in calls[i + 1:])
   assert overlapping >= k - 1  # trials of a round ran at once
   expected = _ledger(straight)
-  assert [t for t, _, _, _ in expected] == list(range(1, 12))
+  assert [t for t, _, _, _ in expected] == list(range(1, n + 1))
   rows = ledger_lib.read_records(str(straight / 'trials.jsonl'))
   proposers = [r.agent for r in rows]
   assert proposers[:2] == ['baseline'] * 2 and set(proposers[2:]) == {'ppo'}
@@ -138,11 +141,11 @@ def test_parallel_trials_run_at_once_on_disjoint_device_groups_and_survive_kills
   # checkpoint and the ledger), then resume: exactly the uninterrupted ledger.
   killed = tmp_path / 'killed'
   for point in ('mid-compile:4', 'after-checkpoint:1', 'mid-compile:3'):
-    proc = _parallel_search(killed, k, 11, tmp_path / 'ignored.jsonl', kill_at=point)
+    proc = _parallel_search(killed, k, n, tmp_path / 'ignored.jsonl', kill_at=point)
     assert proc.returncode == -9, (point, proc.returncode, proc.stderr[-2000:])
     recorded = _ledger(killed)
     assert recorded == expected[:len(recorded)]
-  proc = _parallel_search(killed, k, 11, tmp_path / 'ignored.jsonl')
+  proc = _parallel_search(killed, k, n, tmp_path / 'ignored.jsonl')
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert _ledger(killed) == expected
 
