@@ -26,7 +26,7 @@ from typing import Callable, Optional
 
 from absl import logging
 
-from autoresearch import checkpointing, genotype as genotype_lib, ledger as ledger_lib
+from autoresearch import checkpointing, data, genotype as genotype_lib, ledger as ledger_lib
 from autoresearch.records import TrialRecord
 
 # 2: raw outcome history (agents.HistoryEntry) and typed ledger rows (records.py).
@@ -47,7 +47,7 @@ def config_fingerprint(config) -> dict[str, str]:
   search = {k: v for k, v in config.search.to_dict().items() if k != 'max_trials'}
   agent = {k: v for k, v in config.agent.to_dict().items() if k != 'init_from'}
   return {
-      'data': digest(config.data.to_dict()),
+      'data': digest([config.data.to_dict(), data.SPLIT_VERSION]),
       'trial': digest(config.trial.to_dict()),
       'baseline genotype': digest(genotype_lib.from_config(config)),
       'search space': digest([(g.name, g.values) for g in genotype_lib.GENES]),

@@ -25,8 +25,9 @@ training seconds, scored in validation bits per byte.
   own devices' rows, and process 0's clock and watcher decide when to stop and at
   which progress each step runs, so every process runs the same steps.
 * val_bpb = sum of cross-entropy in nats / (ln 2 x bytes scored) over the `val_bytes`
-  bytes of the val split at `data.eval_positions`: the same bytes for every genotype,
-  whatever its sequence length. No gene reaches this code path.
+  bytes of the val split at `data.eval_positions` (of a document corpus, only bytes
+  outside the long lines that train also holds verbatim: `Corpus.val_scorable`): the
+  same bytes for every genotype, whatever its sequence length. No gene reaches this code path.
 * A genotype that is invalid, goes NaN, explodes or fails to compile returns a result
   with status 'crash' and the reason; only KeyboardInterrupt escapes.
 """
@@ -177,11 +178,11 @@ def make_eval_step(graphdef, shardings: Optional[tuple] = None):
                  out_shardings=NamedSharding(batch_sh.mesh, P()))
 
 
-def _eval_batches(split: np.ndarray, num_bytes: int, seq_len: int, batch_tokens: int,
-                  multiple: int = 1):
+def _eval_batches(split: np.ndarray, scorable: Optional[np.ndarray], num_bytes: int,
+                  seq_len: int, batch_tokens: int, multiple: int = 1):
   """The fixed evaluation windows, padded to whole batches of equal shape (windows per
   batch a multiple of `multiple`, the number of devices; padding is masked out)."""
-  inputs, targets, mask = data.eval_windows(split, num_bytes, seq_len)
+  inputs, targets, mask = data.eval_windows(split, num_bytes, seq_len, scorable)
   per_batch = max(1, min(len(inputs), batch_tokens // seq_len))
   per_batch = -(-per_batch // multiple) * multiple
   pad = -len(inputs) % per_batch
@@ -209,9 +210,11 @@ def _check_batching(genotype, cfg: TrialConfig, num_devices: int) -> int:
 
 def _eval_sets(corpus: data.Corpus, cfg: TrialConfig, seq_len: int, num_devices: int,
                score_test: bool) -> dict:
-  splits = {'val': corpus.val, **({'test': corpus.test} if score_test else {})}
-  return {name: _eval_batches(split, cfg.val_bytes, seq_len, cfg.eval_batch_tokens, num_devices)
-          for name, split in splits.items()}
+  splits = {'val': (corpus.val, corpus.val_scorable),
+            **({'test': (corpus.test, corpus.test_scorable)} if score_test else {})}
+  return {name: _eval_batches(split, scorable, cfg.val_bytes, seq_len, cfg.eval_batch_tokens,
+                              num_devices)
+          for name, (split, scorable) in splits.items()}
 
 
 def build(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig,

@@ -1,7 +1,9 @@
 """How much of the scored held-out bytes train could have taught by heart.
 
 For each source, loads the corpus, takes the bytes `data.eval_windows` scores for
-val_bytes=262144 (`data.eval_positions`) in val and in test, and prints the fraction
+val_bytes=262144 (`data.eval_positions`, with the corpus's scorable marks) in val and
+in test, and prints the share of each held-out split that is context only (never
+scored: document sources mark the long lines train holds verbatim) and the fraction
 of them lying in a line of at least 20 bytes that occurs verbatim as a line of train
 (lines end at a newline or a document's NUL end marker; the terminator is not part of
 the line). The figure is broken down by how many train documents hold the line: in
@@ -34,6 +36,7 @@ from autoresearch import data  # noqa: E402
 VAL_BYTES = 262_144
 MIN_LINE_BYTES = 20
 IDIOM_DOCS = 16
+NGRAM_BYTES = 32
 
 
 def _lines(split: np.ndarray):
@@ -52,7 +55,7 @@ def train_line_docs(train: np.ndarray) -> dict:
   return counts
 
 
-def overlap(split: np.ndarray, counts: dict, num_bytes: int) -> dict:
+def overlap(split: np.ndarray, scorable, counts: dict, num_bytes: int) -> dict:
   """Fractions of the scored bytes in long lines found in train, by train documents."""
   raw = bytes(np.asarray(split))
   # in_line[i]: how many train documents hold the long line byte i lies in (0: none).
@@ -60,10 +63,34 @@ def overlap(split: np.ndarray, counts: dict, num_bytes: int) -> dict:
   for start, end in zip(*_lines(split)):
     if end - start >= MIN_LINE_BYTES:
       in_line[start:end] = counts.get(raw[start:end], 0)
-  held = in_line[data.eval_positions(len(raw), num_bytes)]
+  held = in_line[data.eval_positions(len(raw), num_bytes, scorable)]
   return {'all': float(np.mean(held > 0)), 'one': float(np.mean(held == 1)),
           'few': float(np.mean((held > 1) & (held < IDIOM_DOCS))),
           'idiom': float(np.mean(held >= IDIOM_DOCS))}
+
+
+def ngram_hashes(raw: np.ndarray, n: int) -> np.ndarray:
+  """A 64-bit polynomial hash of each n-byte window of raw (window i = raw[i:i+n])."""
+  x = np.asarray(raw).astype(np.uint64)
+  h = np.zeros(len(x) - n + 1, dtype=np.uint64)
+  with np.errstate(over='ignore'):
+    for k in range(n):   # wraps mod 2^64: a collision is ~1e-19 per pair
+      h = h * np.uint64(1_000_003) + x[k:k + len(h)]
+  return h
+
+
+def ngram_overlap(split: np.ndarray, scorable, train_hashes: np.ndarray, num_bytes: int,
+                  n: int = NGRAM_BYTES) -> float:
+  """The fraction of the scored bytes lying inside some n-byte run of the split that
+  occurs verbatim in train (within lines or across them): copied content shorter than
+  a whole line, or spread over lines."""
+  found = np.isin(ngram_hashes(split, n), train_hashes)
+  # Byte i is covered when a found window starts in (i - n, i]: a running count.
+  starts = np.concatenate([[0], np.cumsum(found)])
+  idx = np.arange(len(split))
+  covered = starts[np.minimum(idx + 1, len(found))] - starts[np.maximum(idx - n + 1, 0).clip(
+      max=len(found))] > 0
+  return float(np.mean(covered[data.eval_positions(len(split), num_bytes, scorable)]))
 
 
 def docstring_folder(folder: str) -> int:
@@ -90,16 +117,25 @@ def docstring_folder(folder: str) -> int:
 
 def report(name: str, corpus: data.Corpus, seconds: float) -> float:
   counts = corpus.byte_counts()
-  num_bytes = min(VAL_BYTES, counts['val'] - 1, counts['test'] - 1)
+  marks = {split: getattr(corpus, f'{split}_scorable') for split in ('val', 'test')}
+  room = [counts[s] - 1 if m is None else int(m[1:].sum()) for s, m in marks.items()]
+  num_bytes = min(VAL_BYTES, *room)
+  context = {s: 0.0 if m is None else 1 - float(np.mean(m)) for s, m in marks.items()}
   print(f'{name}: load {seconds:.2f} s; bytes train {counts["train"]:,} val {counts["val"]:,} '
-        f'test {counts["test"]:,}; scored per held-out split {num_bytes:,}')
+        f'test {counts["test"]:,}; scored per held-out split {num_bytes:,}; context only '
+        f'(never scored) val {context["val"]:.4f} test {context["test"]:.4f}')
   line_docs = train_line_docs(corpus.train)
   val = None
   for split in ('val', 'test'):
-    o = overlap(getattr(corpus, split), line_docs, num_bytes)
+    o = overlap(getattr(corpus, split), marks[split], line_docs, num_bytes)
     print(f'{name} {split}_train_overlap: {o["all"]:.4f} (lines in 1 train doc {o["one"]:.4f}, '
           f'2-{IDIOM_DOCS - 1} {o["few"]:.4f}, {IDIOM_DOCS}+ {o["idiom"]:.4f})')
     val = o['all'] if split == 'val' else val
+  train_hashes = np.unique(ngram_hashes(corpus.train, NGRAM_BYTES))
+  for split in ('val', 'test'):
+    share = ngram_overlap(getattr(corpus, split), marks[split], train_hashes, num_bytes)
+    print(f'{name} {split}: scored bytes inside a {NGRAM_BYTES}-byte run found verbatim in '
+          f'train {share:.4f}')
   return val
 
 

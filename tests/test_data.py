@@ -504,3 +504,70 @@ def test_eval_windows_too_small():
     data.eval_windows(split, 99, 10)
     with pytest.raises(DataError):
         data.eval_windows(split, 100, 10)
+
+
+@pytest.mark.parametrize("seq_len", [1, 7, 64, 1000])
+def test_eval_windows_score_only_scorable_bytes_in_their_real_context(seq_len):
+    rng = np.random.default_rng(6)
+    split = rng.integers(0, 256, size=20_000, dtype=np.uint8)
+    scorable = np.ones(len(split), dtype=bool)
+    for start in rng.integers(0, len(split) - 300, size=40):   # runs of context only,
+        scorable[start:start + rng.integers(1, 300)] = False    # some longer than seq_len
+    num_bytes = 3 * data.EVAL_SPAN_BYTES + 5
+    inputs, targets, mask = data.eval_windows(split, num_bytes, seq_len, scorable)
+    positions = data.eval_positions(len(split), num_bytes, scorable)
+    assert mask.sum() == len(positions) == num_bytes == len(np.unique(positions))
+    assert scorable[positions].all() and positions.min() >= 1
+    np.testing.assert_array_equal(targets[mask], split[positions])
+    np.testing.assert_array_equal(inputs[mask], split[positions - 1])
+    assert mask.any(axis=1).all() and (targets[~mask] == 0).all()
+    # Each row is a real slice of the split: its scored bytes' real preceding text.
+    row_of, col_of = np.nonzero(mask)
+    a = positions - 1 - col_of                     # where each row starts in the split
+    assert (a >= 0).all()
+    for r in np.unique(row_of)[::7]:
+        start = a[row_of == r][0]
+        assert (a[row_of == r] == start).all()
+        np.testing.assert_array_equal(inputs[r], split[start:start + seq_len])
+    # Between a span's first and last scored byte the unmarked bytes are context only,
+    # and every scorable byte there is scored.
+    starts, lengths = data.eval_spans(len(split), num_bytes, scorable)
+    inside = np.zeros(len(split), dtype=bool)
+    for s, n in zip(starts, lengths):
+        inside[s:s + n] = True
+    np.testing.assert_array_equal(np.flatnonzero(inside & scorable), positions)
+    # All-scorable is the plain evaluation set.
+    np.testing.assert_array_equal(
+        data.eval_positions(len(split), num_bytes, np.ones(len(split), dtype=bool)),
+        data.eval_positions(len(split), num_bytes))
+    with pytest.raises(DataError, match="scorable"):
+        data.eval_windows(split, int(scorable[1:].sum()) + 1, seq_len, scorable)
+
+
+def test_held_out_lines_that_train_holds_verbatim_are_context_only(tmp_path):
+    shared = "value = compute_something(argument, other)  # a long shared line"
+    for i in range(60):
+        lines = [f"line {i} of document number {i} with text {j * i}" for j in range(30)]
+        lines.insert(5, shared)                  # in every document, whatever its split
+        lines.insert(9, "x = 1")                 # short: no evidence, always scored
+        (tmp_path / f"doc{i:02d}.txt").write_text("\n".join(lines) + "\n")
+    corpus = data.load_corpus("text", tmp_path, val_fraction=0.2, test_fraction=0.2)
+    train_lines = set(bytes(corpus.train).replace(b"\x00", b"\n").split(b"\n"))
+    assert shared.encode() in train_lines
+    for split, scorable in ((corpus.val, corpus.val_scorable),
+                            (corpus.test, corpus.test_scorable)):
+        assert scorable.shape == split.shape and scorable.dtype == bool
+        raw = bytes(split)
+        at = raw.index(shared.encode())
+        assert not scorable[at:at + len(shared)].any()        # the shared line: context
+        assert scorable[at + len(shared)]                      # its newline: scored
+        short = raw.index(b"x = 1")
+        assert scorable[short:short + 5].all()
+        own = raw.index(b"line ")
+        assert scorable[own:own + 20].all()                    # held-out only: scored
+        # No scored byte lies in a long line that train holds verbatim.
+        ends = np.flatnonzero((split == ord("\n")) | (split == 0))
+        begins = np.concatenate([[0], ends[:-1] + 1])
+        for b, e in zip(begins, ends):
+            if e - b >= 20 and raw[b:e] in train_lines:
+                assert not scorable[b:e].any()
