@@ -100,9 +100,9 @@ def loss_fn(params: nnx.State, graphdef: nnx.GraphDef, minibatch: Rollout, advan
             returns, cfg: PPOConfig):
   """Total PPO loss on one minibatch and its metrics.
 
-  loss = -surrogate + vf_coef * value_loss - ent_coef * entropy, with advantages
-  normalised within the minibatch and the value loss clipped as in PPO2 (the larger of
-  the unclipped and clipped squared errors, halved).
+  loss = -surrogate + vf_coef * value_loss - ent_coef * entropy, with the advantages as
+  given (normalised over the whole rollout by `make_update`) and the value loss clipped
+  as in PPO2 (the larger of the unclipped and clipped squared errors, halved).
   Returns (loss, {policy_loss, value_loss, entropy, approx_kl, clip_fraction}).
   """
   model = nnx.merge(graphdef, params)
@@ -110,8 +110,7 @@ def loss_fn(params: nnx.State, graphdef: nnx.GraphDef, minibatch: Rollout, advan
   edit_mask = minibatch.obs.edit_mask
   new_log_prob = policy.log_prob(outputs, edit_mask, minibatch.gene, minibatch.value_index)
 
-  surrogate = clipped_surrogate(new_log_prob, minibatch.log_prob, _normalize(advantages),
-                                cfg.clip_eps)
+  surrogate = clipped_surrogate(new_log_prob, minibatch.log_prob, advantages, cfg.clip_eps)
   policy_loss = -jnp.mean(surrogate)
 
   critic = outputs.value
@@ -143,8 +142,9 @@ def explained_variance(returns_T, critic_T):
 
 def make_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: PPOConfig):
   """A jitted `update(params, opt_state, rollout, last_critic, key) -> (params,
-  opt_state, metrics)`: GAE once, then `cfg.epochs` passes of `cfg.minibatches`
-  shuffled minibatches. Metrics are the means over the last epoch's minibatches, plus
+  opt_state, metrics)`: GAE once, advantages normalised over the whole rollout (a
+  minibatch of a few transitions would make every advantage ±1), then `cfg.epochs`
+  passes of `cfg.minibatches` shuffled minibatches. Metrics are the means over the last epoch's minibatches, plus
   explained_variance of the acting-time critic. Raises ValueError at trace time when
   the rollout length is not divisible by `cfg.minibatches`.
   """
@@ -165,6 +165,7 @@ def make_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: P
     per_minibatch = t // cfg.minibatches
     advantages_T, returns_T = gae(rollout.reward, rollout.critic, last_critic,
                                   cfg.gamma, cfg.gae_lambda)
+    advantages_T = _normalize(advantages_T)
 
     def epoch_step(carry, epoch_key):
       order_T = jax.random.permutation(epoch_key, t)

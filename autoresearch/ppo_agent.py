@@ -69,11 +69,10 @@ class PPOAgent:
 
   def __init__(self, agent_config, seed: int):
     self.update_every = agent_config.update_every
-    per_minibatch, rest = divmod(self.update_every, agent_config.ppo.minibatches)
-    if rest or per_minibatch < 2:
-      # Advantages are normalised per minibatch: one transition would give zero signal.
-      raise ValueError(f'agent.update_every={self.update_every} must be a multiple of '
-                       f'agent.ppo.minibatches={agent_config.ppo.minibatches}, at least 2 each')
+    if self.update_every < 2 or self.update_every % agent_config.ppo.minibatches:
+      # Advantages are normalised over the rollout: one transition would give zero signal.
+      raise ValueError(f'agent.update_every={self.update_every} must be at least 2 and a '
+                       f'multiple of agent.ppo.minibatches={agent_config.ppo.minibatches}')
     self.policy_config = policy.PolicyConfig(
         genome_dim=genotype_lib.GENOME_DIM, history_dim=HISTORY_DIM, globals_dim=GLOBALS_DIM,
         n_genes=genotype_lib.N_GENES, max_values=genotype_lib.MAX_VALUES,
