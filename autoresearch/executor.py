@@ -113,8 +113,10 @@ class Executor:
         bar(reading)
       if reading.step == 1:
         self.fault('train')
-      if reading.progress >= 1.0:
-        self.fault('mid-eval')  # the last readings: evaluation is next
+      # The last readings (no step starts that would end past the budget, so the last
+      # one may end short of it: within a mean step of the end), then evaluation.
+      if reading.progress * (1.0 + 1.0 / reading.step) >= 1.0:
+        self.fault('mid-eval')
       if self.stop.requested:
         return Stop('interrupted by a signal', status='interrupted')
       return None if job.watch is None else job.watch(reading)
