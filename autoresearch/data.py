@@ -13,24 +13,8 @@ Three sources:
 * ``enwik8``: the Hutter-prize file, downloaded once into a cache and
   memory-mapped; the standard contiguous 90/5/5 split.
 
-Splits of the document sources keep near duplicates together. A document's
-evidence is its set of distinct lines of at least 20 bytes; a line found in more
-than 16 documents is an idiom or boilerplate ("else:" deeply indented, a licence
-line) and no evidence. Two documents are linked when the evidence lines they
-share add up to at least 10% of the smaller one's long-line bytes, and the
-connected components of the links (a union-find) are the clusters. Clusters are
-ordered by a sha256 of their first document's name (corpus order: the smallest
-path of a folder, the first chunk of a file); in that order a cluster joins val
-if it still fits in val's target (val_fraction of the corpus bytes), else test if
-it fits in test's, else train. A cluster over a quarter of a held-out target
-always goes to train, so that no one cluster makes up a held-out split. The
-assignment depends only on the documents' names and contents: the same on every
-run and machine. Each document is followed by a NUL byte marking its end.
-
-Scorable bytes. In the held-out splits of a document source, a line of at least 20
-bytes that occurs verbatim as a line of train is context only, never scored
-(`Corpus.val_scorable`, `test_scorable`): train could have taught it by heart
-(boilerplate, idioms, copied code). enwik8 scores every byte.
+Splits of the document sources keep near duplicates together, and the lines of a
+held-out split that train holds verbatim are context only (splits.py).
 
 The scored bytes of a held-out split (`eval_windows`): num_bytes scorable bytes in
 K = ceil(num_bytes / 4096) spans of nearly equal count (4096 each for the default
@@ -43,23 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.client
-import io
-import itertools
-import json
-import logging
 import os
 import platform
 import re
-import shutil
 import sysconfig
-import tempfile
-import urllib.request
-import zipfile
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from autoresearch import splits
+
 
 SOURCES = ("pystdlib", "text", "enwik8")
 ENWIK8_URL = "http://mattmahoney.net/dc/enwik8.zip"
@@ -67,13 +43,8 @@ ENWIK8_MD5 = "a1fa5ffddb56f4953e226637dabbb36a"
 CHUNK_BYTES = 64 * 1024          # a single text file is cut into documents of this size
 _EOD = b"\x00"                   # end-of-document marker
 _STDLIB_EXCLUDED_DIRS = frozenset({"site-packages", "test", "tests", "idle_test"})
-_HASH_CHUNK = 1 << 20
 _GENERATED_MARK = re.compile(rb"(?i)\b(auto-?generated|generated (by|from))\b|DO NOT EDIT")
 _HEAD_LINES = 3                  # lines of a stdlib file searched for the generated mark
-_MIN_LINE_BYTES = 20             # shorter lines are no evidence of shared content
-_MAX_LINE_DOCS = 16              # a line in more documents is an idiom, no evidence
-_LINK_SHARE = 0.1                # shared evidence / smaller document's long-line bytes that links
-_MAX_CLUSTER_SHARE = 0.25        # of a held-out target: larger clusters go to train
 EVAL_SPAN_BYTES = 4096           # scored bytes per span of the evaluation set
 EVAL_SEED = 0                    # seeds the spans' positions in the split
 # Part of every corpus fingerprint: bumped whenever the splits or the scored bytes of
@@ -113,66 +84,6 @@ class Corpus:
 # ---------------------------------------------------------------------------
 # Document sources
 
-def _unit_hash(text: str) -> float:
-    """A number in [0, 1) from a sha256 of text: the same on every machine."""
-    return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:16], 16) / 2**64
-
-
-def near_duplicate_clusters(docs) -> list[int]:
-    """For each (name, data) document, the index of its cluster's first document.
-
-    Documents are linked when the lines of at least _MIN_LINE_BYTES bytes that they
-    share, counting only lines found in at most _MAX_LINE_DOCS documents, add up to
-    _LINK_SHARE of the smaller one's distinct long-line bytes; clusters are the
-    connected components of the links.
-    """
-    lines = [{line for line in bytes(data).split(b"\n") if len(line) >= _MIN_LINE_BYTES}
-             for _, data in docs]
-    holders: dict[bytes, list[int]] = {}
-    for i, own in enumerate(lines):
-        for line in own:
-            holders.setdefault(line, []).append(i)
-    shared: dict[tuple[int, int], int] = {}
-    for line, ids in holders.items():
-        if 2 <= len(ids) <= _MAX_LINE_DOCS:
-            for pair in itertools.combinations(ids, 2):   # ids ascend: pair = (low, high)
-                shared[pair] = shared.get(pair, 0) + len(line)
-    weight = [sum(map(len, own)) for own in lines]
-    parent = list(range(len(docs)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]   # path halving
-            i = parent[i]
-        return i
-
-    for (a, b), w in shared.items():
-        if w >= _LINK_SHARE * min(weight[a], weight[b]):
-            ra, rb = root(a), root(b)
-            # The lower index is the root, so a root is its cluster's first document.
-            parent[max(ra, rb)] = min(ra, rb)
-    return [root(i) for i in range(len(docs))]
-
-
-def split_assignment(docs, val_fraction: float = 0.05,
-                     test_fraction: float = 0.05) -> list[str]:
-    """'train', 'val' or 'test' for each (name, data) document (see the module docstring)."""
-    clusters = near_duplicate_clusters(docs)
-    sizes: dict[int, int] = {}
-    for c, (_, data) in zip(clusters, docs):
-        sizes[c] = sizes.get(c, 0) + len(data) + 1       # + 1: the end marker
-    total = sum(sizes.values())
-    room = {"val": val_fraction * total, "test": test_fraction * total}
-    largest = {split: _MAX_CLUSTER_SHARE * target for split, target in room.items()}
-    where = {}
-    for c in sorted(sizes, key=lambda c: (_unit_hash(docs[c][0]), c)):
-        where[c] = "train"
-        for split in ("val", "test"):
-            if sizes[c] <= min(room[split], largest[split]):
-                where[c] = split
-                room[split] -= sizes[c]
-                break
-    return [where[c] for c in clusters]
 
 
 def _walk_files(root: str, skip_dir, skip_file) -> list[str]:
@@ -285,7 +196,7 @@ def _fingerprint(docs) -> str:
 
 def _split_documents(source, docs, description, where, val_fraction, test_fraction) -> Corpus:
     parts: dict[str, list] = {"train": [], "val": [], "test": []}
-    for (_, data), split in zip(docs, split_assignment(docs, val_fraction, test_fraction)):
+    for (_, data), split in zip(docs, splits.split_assignment(docs, val_fraction, test_fraction)):
         parts[split].append(data)
     for split in ("train", "val", "test"):
         if not parts[split]:
@@ -297,122 +208,24 @@ def _split_documents(source, docs, description, where, val_fraction, test_fracti
         # One join: every document followed by its end marker.
         joined = _EOD.join(items) + _EOD
         arrays[split] = np.frombuffer(joined, dtype=np.uint8)
-    seen = train_long_lines(parts["train"])
+    seen = splits.train_long_lines(parts["train"])
     return Corpus(source=source, fingerprint=_fingerprint(docs), description=description,
-                  val_scorable=scorable_bytes(arrays["val"], seen),
-                  test_scorable=scorable_bytes(arrays["test"], seen), **arrays)
+                  val_scorable=splits.scorable_bytes(arrays["val"], seen),
+                  test_scorable=splits.scorable_bytes(arrays["test"], seen), **arrays)
 
 
-def train_long_lines(train_docs) -> set[bytes]:
-    """The distinct lines of at least _MIN_LINE_BYTES bytes in the train documents."""
-    return {line for doc in train_docs for line in bytes(doc).split(b"\n")
-            if len(line) >= _MIN_LINE_BYTES}
-
-
-def scorable_bytes(split: np.ndarray, train_lines: set[bytes]) -> np.ndarray:
-    """True for each byte of a held-out split that is not in a line of at least
-    _MIN_LINE_BYTES bytes occurring verbatim as a line of train (lines end at a newline
-    or an end marker, which are not part of them and stay scorable)."""
-    raw = bytes(np.asarray(split))
-    keep = np.ones(len(raw), dtype=bool)
-    ends = np.flatnonzero((np.asarray(split) == ord("\n")) | (np.asarray(split) == 0))
-    starts = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.zeros(0, np.int64)
-    for start, end in zip(starts.tolist(), ends.tolist()):
-        if end - start >= _MIN_LINE_BYTES and raw[start:end] in train_lines:
-            keep[start:end] = False
-    return keep
 
 
 # ---------------------------------------------------------------------------
 # enwik8
 
-def _hash_file(path: str) -> tuple[str, str]:
-    """(md5, sha256) of a file, streamed so that 100 MB never sits in memory."""
-    md5, sha = hashlib.md5(), hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            md5.update(chunk)
-            sha.update(chunk)
-    return md5.hexdigest(), sha.hexdigest()
-
-
-def _atomic_write_stream(src, dest: str) -> None:
-    """Copy a readable stream to dest via a temporary file in the same folder.
-
-    The rename is atomic, so an interrupted copy never looks like a finished one.
-    """
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest),
-                               prefix=f".{os.path.basename(dest)}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, _HASH_CHUNK)
-        os.replace(tmp, dest)
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def _read_marker(marker: str, target: str, md5: str) -> str | None:
-    """The stored sha256 if the marker vouches for target with this md5, else None."""
-    try:
-        with open(marker) as f:
-            info = json.load(f)
-        if info["md5"] == md5 and info["size"] == os.path.getsize(target):
-            return info["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
-
-
-def _fetch_enwik8(cache_dir: str, url: str, md5: str) -> tuple[str, str]:
-    """Path of the verified enwik8 file in cache_dir and its sha256."""
-    os.makedirs(cache_dir, exist_ok=True)
-    archive = os.path.join(cache_dir, "enwik8.zip")
-    target = os.path.join(cache_dir, "enwik8")
-    marker = os.path.join(cache_dir, "enwik8.md5-ok")
-    sha = _read_marker(marker, target, md5)
-    if sha is not None:
-        return target, sha
-    # A stale marker must go before anything is replaced, or it could vouch for
-    # a file it never checked.
-    _remove(marker)
-    if not os.path.exists(archive):
-        log.info("downloading %s to %s", url, archive)
-        try:
-            with urllib.request.urlopen(url) as response:
-                _atomic_write_stream(response, archive)
-        except (OSError, http.client.HTTPException) as e:
-            raise DataError(f"{archive}: download from {url} failed: {e}") from e
-    try:
-        with zipfile.ZipFile(archive) as zf, zf.open("enwik8") as member:
-            _atomic_write_stream(member, target)
-    except KeyError as e:
-        raise DataError(f"{archive}: no member 'enwik8' in the archive") from e
-    except zipfile.BadZipFile as e:
-        _remove(archive)   # a broken download would otherwise stick in the cache
-        raise DataError(f"{archive}: not a valid zip file ({e}); removed it") from e
-    actual_md5, sha = _hash_file(target)
-    if actual_md5 != md5:
-        _remove(target)
-        _remove(archive)   # so the next call downloads afresh instead of re-failing
-        raise DataError(f"{target}: md5 mismatch: expected {md5}, got {actual_md5}; "
-                        "removed the file and its archive")
-    info = {"md5": md5, "sha256": sha, "size": os.path.getsize(target)}
-    _atomic_write_stream(io.BytesIO(json.dumps(info).encode()), marker)
-    return target, sha
 
 
 def _load_enwik8(cache_dir, url, md5, val_fraction, test_fraction) -> Corpus:
     if cache_dir is None:
         cache_dir = os.path.join(os.path.expanduser("~"), ".cache", "autoresearch")
-    target, sha = _fetch_enwik8(os.fspath(cache_dir), url, md5)
+    from autoresearch import enwik8   # imports DataError from here
+    target, sha = enwik8.fetch(os.fspath(cache_dir), url, md5)
     data = np.memmap(target, dtype=np.uint8, mode="r")
     n = data.size
     # Integer counts so the real file splits at exactly 90M / 95M.
@@ -501,7 +314,7 @@ def eval_spans(split_bytes: int, num_bytes: int,
     k = -(-num_bytes // EVAL_SPAN_BYTES)
     lengths = np.full(k, num_bytes // k, dtype=np.int64)
     lengths[:num_bytes % k] += 1
-    u = np.array([_unit_hash(f"eval-span:{EVAL_SEED}:{i}") for i in range(k)])
+    u = np.array([splits.unit_hash(f"eval-span:{EVAL_SEED}:{i}") for i in range(k)])
     room = count - num_bytes
     # (i + u_i) / k increases with i, so the room before each span never shrinks.
     before = np.floor((np.arange(k) + u) * room / k).astype(np.int64)

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from autoresearch import data  # noqa: E402
+from autoresearch import data, enwik8  # noqa: E402
 
 VAL_BYTES = 262_144
 MIN_LINE_BYTES = 20
@@ -157,7 +157,7 @@ def main():
   cache = os.path.join(os.path.expanduser('~'), '.cache', 'autoresearch')
   target, marker = os.path.join(cache, 'enwik8'), os.path.join(cache, 'enwik8.md5-ok')
   # Only a file the cache's marker vouches for: anything else would mean a download.
-  if data._read_marker(marker, target, data.ENWIK8_MD5) is None:
+  if enwik8.read_marker(marker, target, data.ENWIK8_MD5) is None:
     print(f'enwik8: skipped (not in the cache {cache}; this benchmark never downloads)')
   else:
     start = time.perf_counter()

@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from autoresearch import data
+from autoresearch import data, splits
 from autoresearch.data import DataError
 
 
@@ -78,7 +78,7 @@ def test_pystdlib_file_selection_and_disjoint_splits(stdlib_corpus):
     assert f"{len(names)} files" in stdlib_corpus.description
     # Every document is counted once, in exactly the split its assignment names.
     expected = {"train": 0, "val": 0, "test": 0}
-    for (_, d), split in zip(docs, data.split_assignment(docs)):
+    for (_, d), split in zip(docs, splits.split_assignment(docs)):
         expected[split] += len(d) + 1
     assert stdlib_corpus.byte_counts() == expected
     n_docs = sum(len(_split_docs(stdlib_corpus, s)) for s in expected)
@@ -93,10 +93,10 @@ def test_pystdlib_split_sizes_and_clusters(stdlib_corpus):
         # Filled to within a small document of 5%, and larger than the default val_bytes.
         assert 0.049 * total < counts[split] <= 0.05 * total
         assert counts[split] > 262_144
-    clusters = data.near_duplicate_clusters(docs)
-    splits = data.split_assignment(docs)
+    clusters = splits.near_duplicate_clusters(docs)
+    assignment = splits.split_assignment(docs)
     by_cluster = {}
-    for c, split in zip(clusters, splits):
+    for c, split in zip(clusters, assignment):
         assert by_cluster.setdefault(c, split) == split     # a cluster never straddles splits
     for i, c in enumerate(clusters):
         assert c <= i and clusters[c] == c                   # labelled by its first document
@@ -159,7 +159,7 @@ def test_text_folder_split(tmp_path):
     assert total == sum(len(v) for v in contents.values()) + len(contents)
     # Each document in exactly one split, the one its assignment names, in sorted order.
     ordered = [(n, contents[n]) for n in sorted(contents)]
-    assignment = data.split_assignment(ordered, 0.15, 0.15)
+    assignment = splits.split_assignment(ordered, 0.15, 0.15)
     seen = []
     for split in ("train", "val", "test"):
         docs = _split_docs(c, split)
@@ -227,12 +227,12 @@ def test_near_duplicates_stay_in_one_split(tmp_path):
     c = data.load_corpus("text", tmp_path / "c", val_fraction=0.15, test_fraction=0.15)
     names = data.document_paths("text", tmp_path / "c")
     docs = [(n, (tmp_path / "c" / n).read_bytes()) for n in names]
-    split_of = dict(zip(names, data.split_assignment(docs, 0.15, 0.15)))
+    split_of = dict(zip(names, splits.split_assignment(docs, 0.15, 0.15)))
     for split in ("train", "val", "test"):
         assert _split_docs(c, split) == [d for n, d in docs if split_of[n] == split]
     # The planted families are exactly the multi-document clusters: the shared header
     # (in every document) and a 2-line quote (under 10%) link nothing.
-    clusters = data.near_duplicate_clusters(docs)
+    clusters = splits.near_duplicate_clusters(docs)
     families = {}
     for (n, _), cl in zip(docs, clusters):
         families.setdefault(cl, set()).add(n)
@@ -259,8 +259,8 @@ def test_split_assignment_deterministic_and_bounded(tmp_path):
     _planted_corpus(tmp_path / "c")
     names = data.document_paths("text", tmp_path / "c")
     docs = [(n, (tmp_path / "c" / n).read_bytes()) for n in names]
-    first = data.split_assignment(docs, 0.15, 0.15)
-    assert data.split_assignment(list(docs), 0.15, 0.15) == first
+    first = splits.split_assignment(docs, 0.15, 0.15)
+    assert splits.split_assignment(list(docs), 0.15, 0.15) == first
     total = sum(len(d) + 1 for _, d in docs)
     for split in ("val", "test"):
         held = sum(len(d) + 1 for (_, d), s in zip(docs, first) if s == split)
@@ -279,7 +279,7 @@ def test_text_single_file_chunks(tmp_path):
     c = data.load_corpus("text", path, val_fraction=0.2, test_fraction=0.2)
     assert sum(c.byte_counts().values()) == len(raw) + 41
     chunks = [raw[i * data.CHUNK_BYTES:(i + 1) * data.CHUNK_BYTES] for i in range(41)]
-    assignment = data.split_assignment(list(zip(names, chunks)), 0.2, 0.2)
+    assignment = splits.split_assignment(list(zip(names, chunks)), 0.2, 0.2)
     for split in ("train", "val", "test"):
         want = [ch for ch, s in zip(chunks, assignment) if s == split]
         assert _split_docs(c, split) == want and want
