@@ -1,6 +1,6 @@
 """autoresearch entry point.
 
-  python main.py --config=configs/default.py [--workdir=runs/default] [--mode=search|trial|report|train]
+  python main.py --config=configs/default.py [--workdir=runs/default] [--mode=search|trial|report|train|pretrain]
 """
 
 import sys
@@ -8,11 +8,11 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from autoresearch import checkpointing, data, distributed, genotype, modes, report, search
-from autoresearch import trial_types
+from autoresearch import checkpointing, data, distributed, genotype, modes, policies, pretrain
+from autoresearch import report, search, trial_types
 
 MODES = {'search': search.run, 'trial': modes.run_trial, 'report': report.main,
-         'train': modes.run_train}
+         'train': modes.run_train, 'pretrain': pretrain.pretrain}
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', 'configs/default.py', 'Configuration file.')
@@ -37,7 +37,7 @@ def main(argv):
     trial_types.TrialConfig.from_config(FLAGS.config)  # nonsense settings: before any file
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
   except (data.DataError, genotype.InvalidGenotype, checkpointing.CheckpointError,
-          trial_types.ConfigError) as e:
+          trial_types.ConfigError, policies.PolicyError) as e:
     sys.exit(f'autoresearch: {e}')
 
 

@@ -95,6 +95,7 @@ class SearchView:
   history: tuple                    # HistoryEntry of the last trials, oldest first
   edit_mask: np.ndarray             # bool (N_GENES, MAX_VALUES): valid edits of the best
   space: SearchSpace
+  baseline_bpb: float = math.nan    # val_bpb of the baseline (the mean of its noise runs)
 
 
 class Agent(Protocol):

@@ -101,3 +101,23 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def save_tree(path: str, tree: Any) -> None:
+  """Writes one pytree of arrays to `path` (a folder, replaced if there): a shipped
+  policy's parameters. CheckpointError when it cannot."""
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(os.path.abspath(path), tree, force=True)
+  except Exception as e:
+    raise CheckpointError(f'could not write {path}: {e}') from e
+
+
+def restore_tree(path: str, like: Any) -> Any:
+  """The pytree saved at `path`, restored into the structure, shapes and dtypes of
+  `like`. CheckpointError when it cannot."""
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      return checkpointer.restore(os.path.abspath(path), _abstract(like))
+  except Exception as e:
+    raise CheckpointError(f'could not read {path}: {e}') from e

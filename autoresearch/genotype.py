@@ -226,7 +226,7 @@ def describe_edit(genotype: Genotype, gene_index: int, value_index_: int) -> str
   return f'{gene.name} {_fmt(genotype[gene.name])}->{_fmt(gene.values[value_index_])}'
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=16384)
 def _reads(genotype_json: str) -> Optional[builds.Reads]:
   """What building the genotype reads; None when it does not build."""
   genotype = json.loads(genotype_json)
@@ -250,7 +250,13 @@ def edit_mask(genotype: Genotype, max_params: int = 0, max_step_flops: float = 0
   """bool (N_GENES, MAX_VALUES): True where setting the gene to that value gives a
   valid genotype that trains differently (edits that build the same training as the
   genotype, e.g. of a gene nothing reads, are False, as are the padding slots past a
-  gene's value set)."""
+  gene's value set). Memoised (a search asks for the same best's mask many times)."""
+  return _edit_mask(to_json(genotype), max_params, max_step_flops).copy()
+
+
+@functools.lru_cache(maxsize=16384)
+def _edit_mask(genotype_json: str, max_params: int, max_step_flops: float) -> np.ndarray:
+  genotype = json.loads(genotype_json)
   mask = np.zeros((N_GENES, MAX_VALUES), bool)
   for i, gene in enumerate(GENES):
     current = genotype[gene.name]

@@ -26,7 +26,9 @@ landscape as a `trial.run` stand-in.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import math
 from typing import NamedTuple, Optional
 
@@ -185,3 +187,37 @@ def make_runner(landscape: Landscape, max_params: int = 0, max_step_flops: float
     return TrialResult(gid, dict(genotype), status='ok', val_bpb=float(bpb), test_bpb=test,
                        train_seconds=budget, total_seconds=budget, steps=1)
   return run
+
+
+def search_config(config, seed: int, max_trials: int):
+  """A copy of `config` for a search of `max_trials` trials on a landscape: seed `seed`,
+  no progress bar, no self-evaluator (a landscape trial has no loss curve to watch)."""
+  config = config.copy_and_resolve_references()
+  config.search.seed, config.search.max_trials = seed, max_trials
+  config.search.progress_bar = False
+  config.evaluator.enabled = False
+  return config
+
+
+def search_on(landscape: Landscape, config, corpus=None, workdir: str = '', agent=None,
+              quiet: bool = True):
+  """The real search loop (search.Search) on `landscape`, held in memory (nothing is
+  written; `workdir` only for agents that keep files, e.g. Optuna's study), run to
+  `config.search.max_trials`. `agent` replaces the one the config names; `quiet` keeps
+  the per-trial lines off stdout. Returns the Search (its `state`, `agent` and
+  `store.rows`)."""
+  from autoresearch import search as search_lib, store   # the loop imports the trial
+  s = search_lib.Search(config, workdir, runner=make_runner(landscape, config.trial.max_params),
+                        store=store.MemoryStore(), corpus=corpus)
+  if agent is not None:
+    s.agent = agent
+  with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+    s.run()
+  return s
+
+
+def true_gain(landscape: Landscape, baseline: dict, best: dict) -> float:
+  """How much better the best is than the baseline on the noiseless landscape, bpb
+  (the measure of a search's outcome free of its own winner's curse)."""
+  return float(mean_bpb(landscape, jnp.asarray(indices_of(baseline))) -
+               mean_bpb(landscape, jnp.asarray(indices_of(best))))

@@ -1,5 +1,17 @@
 """PPO math for the search agent: GAE, the clipped objective and one jitted update.
 
+**Credit.** An edit's reward (what it adds to the best; keep_rule.reward) is known
+the moment its trial ends, and what the next edit earns depends on the search's state
+far more than on this edit. So the default is γ = 0: the advantage of an edit is its
+reward minus the critic's estimate of the reward an edit earns in that state (a learned
+baseline), a contextual bandit. A discount near 0.9 would instead credit an edit with
+its successors' luck: on a recorded search the normalised advantage then drifted from
+−0.45 (first in a rollout) to +0.61 (last) by position alone. Advantages are normalised
+over the whole rollout (a handful of transitions per minibatch would make each ±1), the
+critic's change per update is clipped in reward units sized to the reward's range, and
+many epochs over each small rollout let the policy move, with the ratio clip as the
+trust region. γ > 0 still works (GAE below) for a reward with delayed consequences.
+
 The agent acts in one never-ending stream of trials: there are no episodes, so GAE
 bootstraps from the critic's value of the observation after the last transition and
 never cuts the return. One update runs `epochs` passes of shuffled minibatches over a

@@ -9,12 +9,14 @@ and the checkpoint stores those, so changing the encoding here breaks no saved s
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from autoresearch import genotype as genotype_lib, ppo, records
@@ -48,17 +50,49 @@ def history_row(entry: HistoryEntry) -> np.ndarray:
 
 def observation(view: SearchView, history_len: int) -> policy.Observation:
   """The policy's input from the search's view: the best's encoding, the last
-  `history_len` trials (oldest first, zero-padded), three counters, the edit mask."""
+  `history_len` trials (oldest first, zero-padded), three counters (trials, trials
+  since the best changed, the best's gain over the baseline in σ: no absolute val_bpb,
+  so that a policy transfers between corpora and budgets), the edit mask."""
   rows = np.zeros((history_len, HISTORY_DIM), np.float32)
   mask = np.zeros(history_len, bool)
   recent = view.history[-history_len:] if history_len else ()
   if recent:
     rows[:len(recent)] = np.stack([history_row(entry) for entry in recent])
     mask[:len(recent)] = True
+  gain = (view.baseline_bpb - view.best_bpb) / view.sigma if view.sigma > 0 else 0.0
+  gain = max(gain, 0.0) if math.isfinite(gain) else 0.0
   globals_ = np.array([math.log1p(view.trials) / 5.0, math.log1p(view.since_improvement) / 5.0,
-                       view.best_bpb / 8.0], np.float32)
+                       math.log1p(gain) / 5.0], np.float32)
   return policy.Observation(genome=genotype_lib.encode(view.best_genotype), history=rows,
                             history_mask=mask, globals=globals_, edit_mask=view.edit_mask)
+
+
+class Compiled(NamedTuple):
+  """The jitted functions of one (policy, PPO) configuration."""
+  tx: optax.GradientTransformation
+  act: Callable      # (params, obs, key) -> (gene, value, log_prob, critic) of one observation
+  critic: Callable   # (params, obs) -> critic of one observation
+  update: Callable   # ppo.make_update's
+
+
+@functools.lru_cache(maxsize=8)
+def compiled(policy_config: policy.PolicyConfig, ppo_config: ppo.PPOConfig) -> Compiled:
+  """Shared by every agent of one configuration, so that many agents (searches on
+  synthetic landscapes, pretraining) compile once."""
+  graphdef, _ = nnx.split(policy.ActorCritic(policy_config, rngs=nnx.Rngs(0)), nnx.Param)
+
+  def outputs(params, obs):
+    batched = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], obs)
+    return nnx.merge(graphdef, params)(batched), batched.edit_mask
+
+  def act(params, obs, key):
+    out, edit_mask = outputs(params, obs)
+    gene, value, log_prob = policy.sample(key, out, edit_mask)
+    return gene[0], value[0], log_prob[0], out.value[0]
+
+  tx = ppo.make_optimizer(ppo_config)
+  return Compiled(tx, jax.jit(act), jax.jit(lambda params, obs: outputs(params, obs)[0].value[0]),
+                  ppo.make_update(graphdef, tx, ppo_config))
 
 
 class PPOAgent:
@@ -79,33 +113,17 @@ class PPOAgent:
         history_len=agent_config.history, hidden=agent_config.hidden, num_heads=agent_config.num_heads)
     self.ppo_config = ppo.PPOConfig(**agent_config.ppo.to_dict())
     model = policy.ActorCritic(self.policy_config, rngs=nnx.Rngs(seed))
-    self.graphdef, self.params = nnx.split(model, nnx.Param)
-    self.tx = ppo.make_optimizer(self.ppo_config)
-    self.opt_state = self.tx.init(self.params)
+    _, self.params = nnx.split(model, nnx.Param)
+    self.fns = compiled(self.policy_config, self.ppo_config)
+    self.opt_state = self.fns.tx.init(self.params)
     self.key = jax.random.key(seed)
     self.buffer = self._empty_buffer()
     self.buffered = 0   # transitions in the buffer since the last update
-    self._act = jax.jit(self._act_fn)
-    self._critic = jax.jit(self._critic_fn)
-    self._update = ppo.make_update(self.graphdef, self.tx, self.ppo_config)
-
-  def _outputs(self, params, obs):
-    batched = jax.tree_util.tree_map(lambda x: jnp.asarray(x)[None], obs)
-    return nnx.merge(self.graphdef, params)(batched), batched.edit_mask
-
-  def _act_fn(self, params, obs, key):
-    outputs, edit_mask = self._outputs(params, obs)
-    gene, value, log_prob = policy.sample(key, outputs, edit_mask)
-    return gene[0], value[0], log_prob[0], outputs[2][0]
-
-  def _critic_fn(self, params, obs):
-    outputs, _ = self._outputs(params, obs)
-    return outputs[2][0]
 
   def propose(self, view: SearchView) -> Proposal:
     self.key, key = jax.random.split(self.key)
     obs = observation(view, self.policy_config.history_len)
-    gene, value, log_prob, critic = self._act(self.params, obs, key)
+    gene, value, log_prob, critic = self.fns.act(self.params, obs, key)
     return Proposal(int(gene), int(value), float(log_prob), float(critic))
 
   def _empty_buffer(self) -> ppo.Rollout:
@@ -131,10 +149,10 @@ class PPOAgent:
     self.buffered += 1
     if self.buffered < self.update_every:
       return {}
-    last_critic = self._critic(self.params,
-                               observation(next_view, self.policy_config.history_len))
+    last_critic = self.fns.critic(self.params,
+                                  observation(next_view, self.policy_config.history_len))
     self.key, key = jax.random.split(self.key)
-    self.params, self.opt_state, metrics = self._update(
+    self.params, self.opt_state, metrics = self.fns.update(
         self.params, self.opt_state, self.buffer, last_critic, key)
     self.buffer, self.buffered = self._empty_buffer(), 0
     return {k: float(v) for k, v in metrics.items()}

@@ -204,16 +204,22 @@ def _outcome_section(records: list[TrialRecord], all_edits: list[Edit]) -> list[
   return lines + _table(('status', 'trials', 'share'), rows)
 
 
-def _entropy_section(records: list[TrialRecord]) -> list[str]:
-  points = [(r.trial, number(r.agent_metrics.get('entropy'))) for r in records]
-  points = [(t, e) for t, e in points if e is not None]
-  lines = ['## Policy entropy', '']
-  if not points:
+UPDATE_METRICS = ('entropy', 'approx_kl', 'clip_fraction', 'explained_variance', 'value_loss')
+
+
+def _updates_section(records: list[TrialRecord]) -> list[str]:
+  """The PPO updates' diagnostics over the search: policy entropy (nats), approximate KL
+  to the acting policy, share of clipped ratios, the critic's explained variance."""
+  updates = [r for r in records if number(r.agent_metrics.get('entropy')) is not None]
+  lines = ['## Policy updates', '']
+  if not updates:
     return lines + ['not recorded']
   # At most 12 rows, evenly spread, the first and the last included.
-  picks = sorted(set(np.linspace(0, len(points) - 1, min(12, len(points))).round().astype(int)))
-  return lines + _table(('trial', 'entropy'), [(points[i][0], f'{points[i][1]:.4f}')
-                                               for i in picks])
+  picks = sorted(set(np.linspace(0, len(updates) - 1, min(12, len(updates))).round().astype(int)))
+  cell = lambda x: '-' if x is None else f'{x:.4f}'
+  rows = [(updates[i].trial,) + tuple(cell(number(updates[i].agent_metrics.get(m)))
+                                      for m in UPDATE_METRICS) for i in picks]
+  return lines + _table(('trial',) + UPDATE_METRICS, rows)
 
 
 def _gene_section(all_edits: list[Edit]) -> list[str]:
@@ -231,7 +237,7 @@ def _gene_section(all_edits: list[Edit]) -> list[str]:
 
 def build_markdown(records: list[TrialRecord], workdir: str = '') -> str:
   """report.md: headline, best vs baseline genotype, kept edits, time, outcomes, policy
-  entropy and the genes that gained most."""
+  updates and the genes that gained most."""
   figures = headline(records)
   _, sigma = baseline_stats(records)
   all_edits = edits(records)
@@ -243,7 +249,7 @@ def build_markdown(records: list[TrialRecord], workdir: str = '') -> str:
       _kept_section(all_edits, sigma),
       _time_section(records, figures),
       _outcome_section(records, all_edits),
-      _entropy_section(records),
+      _updates_section(records),
       _gene_section(all_edits),
   ]
   return '\n\n'.join('\n'.join(s) for s in sections) + '\n'

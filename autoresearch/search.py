@@ -74,16 +74,21 @@ class Candidate:
 
 class Search:
   """One search in one workdir. `runner` (a `trial.run` stand-in) and `fault` (a hook
-  called at named crash-test points) are for tests."""
+  called at named crash-test points) are for tests; `store` replaces the workdir's
+  checkpoints and ledger (a `store.MemoryStore`: a search on a synthetic landscape that
+  writes nothing; `workdir` then only holds what an agent keeps, e.g. Optuna's study),
+  and `corpus` the config's (one loaded once for many such searches)."""
 
   def __init__(self, config, workdir: str, runner: Callable = trial.run,
-               fault: FaultHook = no_fault):
+               fault: FaultHook = no_fault, store=None, corpus: Optional[data.Corpus] = None):
     check_search_config(config.search)
     self.config, self.workdir = config, workdir
     self.trial_config = TrialConfig.from_config(config)   # refused before any file is made
-    self.store = Store(workdir, config, fault)
-    trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
-    self.corpus = data.corpus_from_config(config)
+    if store is None:
+      store = Store(workdir, config, fault)
+      trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
+    self.store = store
+    self.corpus = corpus if corpus is not None else data.corpus_from_config(config)
     self.stop = signals.GracefulStop(config.checkpoint.grace_seconds,
                                      'stopping the trial in flight; the saved state is complete')
     self.executor = Executor(self.corpus, self.trial_config, config.search.parallel_trials,
@@ -111,7 +116,7 @@ class Search:
   def _restore(self) -> None:
     meta = self.store.restore(self.agent, trials_of=lambda m: m['state']['trials'])
     if meta is None:
-      if self.config.agent.init_from:
+      if self.config.agent.init_from not in ('', 'none') and hasattr(self.agent, 'load_policy'):
         self.store.init_policy_from(self.agent, self.config.agent.init_from)
       return
     self.state = SearchState.from_json(meta['state'])
@@ -141,8 +146,9 @@ class Search:
     history = tuple(agents.HistoryEntry(**entry) for entry in s.history)
     mask = genotype_lib.edit_mask(s.best_genotype, self.space.max_params,
                                   self.space.max_step_flops)
+    baseline = float(np.mean(s.baseline_bpbs)) if s.baseline_bpbs else math.nan
     return agents.SearchView(s.best_genotype, s.best_bpb, s.sigma, s.trials,
-                             s.since_improvement, history, mask, self.space)
+                             s.since_improvement, history, mask, self.space, baseline)
 
   def _noise(self) -> keep_rule.Noise:
     return keep_rule.Noise(self.state.sigma, self.state.sigma_dof)

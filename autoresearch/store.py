@@ -137,17 +137,8 @@ class Store:
     for row in missing:
       self.ledger.append(row)
 
-  def init_policy_from(self, agent, other_workdir: str) -> None:
-    """Starts `agent`'s policy from the checkpoint of the search in `other_workdir`."""
-    if not hasattr(agent, 'load_policy'):
-      raise ValueError(f'agent.init_from needs a learning agent; agent.kind='
-                       f'{agent.kind!r} has no policy')
-    other = checkpointing.Checkpointer(os.path.join(other_workdir, 'checkpoints'))
-    restored = other.restore({'agent': agent.state_dict()[0]})
-    if restored is None:
-      raise checkpointing.CheckpointError(f'agent.init_from: no checkpoint in {other_workdir}')
-    agent.load_policy(restored[1]['agent'])
-    logging.info('policy initialised from %s (checkpoint %d)', other_workdir, restored[0])
+  def init_policy_from(self, agent, source: str) -> None:
+    init_policy(agent, source)
 
   def export_best(self, genotype: dict) -> None:
     """workdir/best_genotype.json: the best genotype, for --mode=train --genotype=..."""
@@ -163,3 +154,51 @@ class Store:
 
   def close(self) -> None:
     self.checkpointer.close()
+
+
+class MemoryStore:
+  """The `Store` interface with nothing written: a search held in memory (on synthetic
+  landscapes: pretraining, tests, benchmarks). Its ledger rows are kept in `rows`."""
+
+  def __init__(self):
+    self.rows: list[TrialRecord] = []
+
+  def save(self, step: int, agent, meta: dict, rows: list[TrialRecord]) -> None:
+    self.rows.extend(rows)
+
+  def restore(self, agent, trials_of: Callable[[dict], int]) -> Optional[dict]:
+    return None
+
+  def init_policy_from(self, agent, source: str) -> None:
+    init_policy(agent, source)
+
+  def export_best(self, genotype: dict) -> None:
+    pass
+
+  def rows_of(self, genotype_id: str) -> list[TrialRecord]:
+    return [r for r in self.rows if r.genotype_id == genotype_id and r.status == 'keep']
+
+  def close(self) -> None:
+    pass
+
+
+def init_policy(agent, source: str) -> None:
+  """Starts `agent`'s policy from `source`: a shipped policy folder (policies.py) or the
+  workdir of an earlier search (its newest checkpoint's policy)."""
+  if not hasattr(agent, 'load_policy'):
+    raise ValueError(f'agent.init_from needs a learning agent; agent.kind='
+                     f'{agent.kind!r} has no policy')
+  from autoresearch import policies   # JAX-side; only learning agents get here
+  folder = policies.resolve(source)
+  if policies.is_policy(folder):
+    agent.load_policy(policies.load(folder, agent))
+    logging.info('policy initialised from %s', folder)
+    return
+  other = checkpointing.Checkpointer(os.path.join(folder, 'checkpoints'))
+  restored = other.restore({'agent': agent.state_dict()[0]})
+  if restored is None:
+    raise checkpointing.CheckpointError(
+        f'agent.init_from: {source} is neither a policy folder nor a search workdir with a '
+        'checkpoint')
+  agent.load_policy(restored[1]['agent'])
+  logging.info('policy initialised from %s (checkpoint %d)', folder, restored[0])

@@ -85,7 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
       noise_repeats=5,         # baseline runs (seeds s, s+1, ...) that first measure sigma of val_bpb
       keep_alpha=0.05,         # probability of keeping an edit that changes nothing (one-sided t test)
       min_sigma=0.002,         # bits/byte; floor of the pooled sigma
-      reward_clip=5.0,         # reward in sigma units is clipped to +-this; crashes get -this
+      reward_clip=100.0,       # sigma units: an edit's reward is log1p(its gain over the best / sigma, in [0, this])
       seed=0,                  # agent seed
       parallel_trials=1,       # K: trials at once, each on 1/K of the devices (K proposals a round)
       progress_bar=True,       # live progress of each trial (a bar on a terminal, else logs)
@@ -97,23 +97,34 @@ def get_config() -> ml_collections.ConfigDict:
       update_every=8,          # trials between PPO updates
       hidden=64,               # policy width (channels)
       num_heads=4,             # attention heads over the history
-      init_from='',            # workdir of an earlier search whose policy to start from
+      init_from='policies/default',  # the policy to start from: a policy folder (relative to the project works) or an earlier search's workdir; 'none' = from scratch
       evolution=ml_collections.ConfigDict(dict(
           population=12,       # trials in the population (regularized evolution)
           tournament=3,        # members drawn per tournament; the best is the parent (Real et al.: S/P = 1/4)
       )),
       ppo=ml_collections.ConfigDict(dict(
-          gamma=0.9,           # discount per trial
-          gae_lambda=0.95,     # GAE lambda
+          gamma=0.0,           # discount per trial: 0, an edit's reward is immediate (ppo.py)
+          gae_lambda=0.95,     # GAE lambda (no effect at gamma 0)
           clip_eps=0.2,        # PPO ratio clip
-          value_clip_eps=0.2,  # critic update clip
+          value_clip_eps=1.0,  # critic change per update, reward units (rewards lie in [0, log1p(search.reward_clip)])
           vf_coef=0.5,         # value-loss weight
-          ent_coef=0.01,       # entropy bonus weight
-          learning_rate=3e-4,  # Adam LR
+          ent_coef=0.01,       # entropy bonus weight (nats)
+          learning_rate=1e-3,  # Adam LR
           max_grad_norm=0.5,   # global gradient-norm clip
-          epochs=4,            # passes over each rollout
+          epochs=16,           # passes over each rollout
           minibatches=2,       # minibatches per pass (update_every must divide by it)
       )),
+  ))
+
+  # --mode=pretrain: the PPO policy pretrained on synthetic landscapes (pretrain.py),
+  # written to --workdir (the shipped one: policies/default).
+  config.pretrain = ml_collections.ConfigDict(dict(
+      iterations=30,           # PPO updates
+      searches=24,             # synthetic searches (one landscape each) per update
+      trials=60,               # ledger rows per search (baseline runs included)
+      epochs=4,                # passes over each update's transitions
+      minibatches=8,           # minibatches per pass
+      learning_rate=1e-3,      # Adam step size
   ))
 
   config.evaluator = ml_collections.ConfigDict(dict(

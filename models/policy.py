@@ -149,11 +149,16 @@ def masked_distributions(gene_logits_BxG, value_logits_BxGxV, edit_mask_BxGxV):
 
   Returns (gene Categorical with batch shape (B,), value Categorical with batch shape
   (B, G) over V): invalid values get `MASKED_LOGIT`, and so does a gene none of whose
-  values is valid, so neither can be sampled.
+  values is valid, so neither can be sampled. A gene's probability is proportional to
+  exp(its logit) times its number of valid values.
   """
-  gene_valid_BxG = jnp.any(edit_mask_BxGxV, axis=-1)
-  gene_dist = distrax.Categorical(
-      logits=jnp.where(gene_valid_BxG, gene_logits_BxG, MASKED_LOGIT))
+  # The gene's logit carries log(its number of valid values): with all logits equal,
+  # as at initialisation, every valid edit is equally likely (the random-edit prior),
+  # not every gene (which would favour binary genes' one edit).
+  valid_values_BxG = jnp.sum(edit_mask_BxGxV, axis=-1)
+  gene_dist = distrax.Categorical(logits=jnp.where(
+      valid_values_BxG > 0, gene_logits_BxG + jnp.log(jnp.maximum(valid_values_BxG, 1)),
+      MASKED_LOGIT))
   value_dist = distrax.Categorical(
       logits=jnp.where(edit_mask_BxGxV, value_logits_BxGxV, MASKED_LOGIT))
   return gene_dist, value_dist

@@ -60,9 +60,9 @@ def test_the_default_rule_keeps_at_its_nominal_rate_and_finds_a_3_sigma_gain():
   assert fk > 0.01   # a rule that never keeps would pass the first bound alone
 
 
-def test_reward_is_the_gain_in_sigmas_clipped_with_a_floor_for_crashes():
-  assert keep_rule.reward(2.0, 1.99, 0.01, 5.0) == pytest.approx(1.0)
-  assert keep_rule.reward(2.0, 2.03, 0.01, 5.0) == pytest.approx(-3.0)
-  assert keep_rule.reward(2.0, 1.0, 0.01, 5.0) == 5.0
-  assert keep_rule.reward(2.0, None, 0.01, 5.0) == -5.0
-  assert keep_rule.reward(2.0, math.nan, 0.01, 5.0) == -5.0
+def test_reward_is_the_improvement_in_sigmas_squashed_and_zero_without_one():
+  assert keep_rule.reward(2.0, 1.99, 0.01, 5.0) == pytest.approx(math.log(2.0))
+  assert keep_rule.reward(2.0, 2.03, 0.01, 5.0) == 0.0    # worse: adds nothing to the best
+  assert keep_rule.reward(2.0, 1.0, 0.01, 5.0) == pytest.approx(math.log(6.0))   # capped
+  assert keep_rule.reward(2.0, None, 0.01, 5.0) == 0.0
+  assert keep_rule.reward(2.0, math.nan, 0.01, 5.0) == 0.0

@@ -57,6 +57,22 @@ def test_output_shapes_and_near_uniform_initial_policy():
   assert not np.allclose(value_logits[:, 0], value_logits[:, 1])
 
 
+def test_the_initial_policy_is_near_uniform_over_valid_edits_not_over_genes():
+  rng = np.random.default_rng(6)
+  obs = random_observation(rng, CFG, BATCH)
+  mask = np.stack([random_edit_mask(rng, CFG.n_genes, CFG.max_values, dead_genes=2)
+                   for _ in range(BATCH)])
+  mask[:, 0, :] = False
+  mask[:, 0, 1] = True    # gene 0: one valid value (a binary gene), others several
+  outputs = forward(PARAMS, obs._replace(edit_mask=jnp.asarray(mask)))
+  genes = np.argwhere(mask)   # (example, gene, value) of every valid edit
+  lps = log_prob(jax.tree_util.tree_map(lambda x: x[genes[:, 0]], outputs),
+                 jnp.asarray(mask[genes[:, 0]]), jnp.asarray(genes[:, 1], jnp.int32),
+                 jnp.asarray(genes[:, 2], jnp.int32))
+  expected = -np.log(mask.sum(axis=(1, 2)))[genes[:, 0]]
+  np.testing.assert_allclose(np.asarray(lps), expected, atol=0.05)
+
+
 def test_attention_with_no_valid_history_is_finite_and_zero():
   no_history = np.zeros((BATCH, CFG.history_len), bool)
   obs = random_observation(np.random.default_rng(2), CFG, BATCH, history_mask=no_history)
@@ -153,7 +169,7 @@ def test_entropy_is_the_exact_joint_entropy():
   for b in range(20):
     # Brute force over every valid (gene, value): p(g, v) = p(g) p(v | g).
     live = mask[b].any(-1)
-    p_gene = np.where(live, np.exp(gene_logits[b]), 0.0)
+    p_gene = np.where(live, np.exp(gene_logits[b]) * mask[b].sum(-1), 0.0)
     p_gene /= p_gene.sum()
     joint = []
     for g, v in itertools.product(range(CFG.n_genes), range(CFG.max_values)):

@@ -125,16 +125,16 @@ def test_report_md_names_the_best_and_every_kept_edit(workdir):
   assert '| n_layers |' not in text.split('## Kept edits')[0]   # only genes that differ
   gain_sigmas = f'{0.02 / SIGMA:+.2f}'
   assert f'1.930000 (mean of 2 runs) | +0.020000 | {gain_sigmas} |' in text
-  assert '| 12 | 2.7000 |' in text   # the policy entropy over time
+  assert '| 12 | 2.7000 | - |' in text   # the policy's updates over time (no KL recorded)
   assert '| n_heads | 1 | +2.100 | 1 |' in text.split('## Genes whose edits gained most')[1]
   assert 'trials per hour' in text
 
 
-def test_entropy_is_not_recorded_when_absent(tmp_path):
+def test_policy_updates_are_not_recorded_when_absent(tmp_path):
   workdir = _write_workdir(tmp_path / 'run', entropy=False)
   report.main(None, workdir)
   with open(os.path.join(workdir, 'report.md')) as f:
-    assert f.read().split('## Policy entropy')[1].split('##')[0].strip() == 'not recorded'
+    assert f.read().split('## Policy updates')[1].split('##')[0].strip() == 'not recorded'
 
 
 def test_missing_or_empty_ledger_is_a_clear_error(tmp_path):
