@@ -104,6 +104,14 @@ def test_evolution_mutates_the_tournament_winner_and_forgets_the_oldest(tmp_path
 
 
 @pytest.mark.parametrize('kind', ['tpe', 'cmaes'])
+def test_optuna_agents_take_a_large_search_seed(tmp_path, kind):
+  # The sampler's seed is derived from the search seed; numpy accepts only 32 bits.
+  best = genotype_lib.from_config(default.get_config())
+  agent = _make(kind, tmp_path, seed=6000)
+  assert len(_drive(agent, best, 2)) == 2
+
+
+@pytest.mark.parametrize('kind', ['tpe', 'cmaes'])
 def test_optuna_agents_stay_in_the_space_and_are_told_invalid_proposals_as_failed(tmp_path, kind):
   best = genotype_lib.from_config(default.get_config())
   agent = _make(kind, tmp_path)

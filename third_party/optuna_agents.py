@@ -70,7 +70,7 @@ class OptunaAgent:
                                load_if_exists=True)
 
   def _sampler(self, baseline: dict) -> optuna.samplers.BaseSampler:
-    seed = self.seed * 1_000_003 + self.told
+    seed = (self.seed * 1_000_003 + self.told) % 2**32   # numpy's seeds are 32-bit
     if self.kind == 'tpe':
       return optuna.samplers.TPESampler(seed=seed)
     with warnings.catch_warnings():  # x0 is deprecated since Optuna 4.9, kept in 5.0
