@@ -280,6 +280,23 @@ def encode(genotype: Genotype) -> np.ndarray:
   return np.concatenate(parts)
 
 
+def edit_encodings() -> tuple[np.ndarray, np.ndarray]:
+  """(keep (N_GENES, GENOME_DIM), put (N_GENES, MAX_VALUES, GENOME_DIM)) such that
+  encode(apply_edit(g, gene, v)) == encode(g) * keep[gene] + put[gene, v]: the
+  encoding of an edit's child without building it (for many edits at once, in JAX)."""
+  keep = np.ones((N_GENES, GENOME_DIM), np.float32)
+  put = np.zeros((N_GENES, MAX_VALUES, GENOME_DIM), np.float32)
+  offset = 0
+  for i, gene in enumerate(GENES):
+    n = len(gene.values)
+    keep[i, offset:offset + n + 1] = 0.0
+    for j in range(n):
+      put[i, j, offset + j] = 1.0
+      put[i, j, offset + n] = j / max(1, n - 1)
+    offset += n + 1
+  return keep, put
+
+
 def random_edit(rng: np.random.Generator, genotype: Genotype, max_params: int = 0,
                 max_step_flops: float = 0.0) -> tuple[int, int]:
   """(gene index, value index) of a uniformly random valid edit of `genotype`."""

@@ -1,6 +1,7 @@
 """The PPO agent: the search's view turned into the policy's features, an actor-critic
 over edits of the best (models/policy.py), PPO updates (ppo.py) every `update_every`
-trials on the continuing stream of (observation, edit, reward).
+trials on the continuing stream of (observation, edit, reward), together with edits
+imagined on a world model of the search's trials (dyna.py).
 
 The features are this agent's own: the search hands it raw outcomes (`agents.SearchView`)
 and the checkpoint stores those, so changing the encoding here breaks no saved search
@@ -19,7 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from autoresearch import genotype as genotype_lib, ppo, records
+from autoresearch import dyna, genotype as genotype_lib, ppo, records
 from autoresearch.agents import HistoryEntry, Outcome, Proposal, SearchView
 from models import policy
 
@@ -112,12 +113,17 @@ class PPOAgent:
         n_genes=genotype_lib.N_GENES, max_values=genotype_lib.MAX_VALUES,
         history_len=agent_config.history, hidden=agent_config.hidden, num_heads=agent_config.num_heads)
     self.ppo_config = ppo.PPOConfig(**agent_config.ppo.to_dict())
+    self.dyna = dyna.Dyna(dyna.config_from(agent_config.dyna), seed)
+    if self.dyna.config.imagined and self.ppo_config.gamma != 0.0:
+      raise ValueError('agent.dyna.imagined > 0 needs agent.ppo.gamma = 0: imagined edits '
+                       'are one-step transitions (dyna.py)')
     model = policy.ActorCritic(self.policy_config, rngs=nnx.Rngs(seed))
     _, self.params = nnx.split(model, nnx.Param)
     self.fns = compiled(self.policy_config, self.ppo_config)
     self.opt_state = self.fns.tx.init(self.params)
     self.key = jax.random.key(seed)
     self.buffer = self._empty_buffer()
+    self.buffer_best_bpb = np.zeros(self.update_every, np.float32)  # the best each transition saw
     self.buffered = 0   # transitions in the buffer since the last update
 
   def propose(self, view: SearchView) -> Proposal:
@@ -146,22 +152,30 @@ class PPOAgent:
       field[i] = value
     b.gene[i], b.value_index[i] = proposal.gene, proposal.value
     b.log_prob[i], b.critic[i], b.reward[i] = proposal.log_prob, proposal.critic, reward
+    self.buffer_best_bpb[i] = view.best_bpb
     self.buffered += 1
+    self.dyna.remember(view, outcome)
     if self.buffered < self.update_every:
       return {}
     last_critic = self.fns.critic(self.params,
                                   observation(next_view, self.policy_config.history_len))
-    self.key, key = jax.random.split(self.key)
+    self.key, key, imagine_key = jax.random.split(self.key, 3)
+    imagined, dyna_metrics = self.dyna.imagine(self.params, self.fns.act, self.buffer,
+                                               self.buffer_best_bpb, next_view, imagine_key)
+    rollout = self.buffer if imagined is None else jax.tree_util.tree_map(
+        lambda a, b: jnp.concatenate([a, b]), self.buffer, imagined)
     self.params, self.opt_state, metrics = self.fns.update(
-        self.params, self.opt_state, self.buffer, last_critic, key)
+        self.params, self.opt_state, rollout, last_critic, key)
     self.buffer, self.buffered = self._empty_buffer(), 0
-    return {k: float(v) for k, v in metrics.items()}
+    return {**{k: float(v) for k, v in metrics.items()}, **dyna_metrics}
 
   def state_dict(self) -> tuple[Any, dict]:
     """(arrays, meta): everything needed to continue exactly."""
+    dyna_arrays, dyna_meta = self.dyna.state_dict()
     arrays = {'params': nnx.to_pure_dict(self.params), 'opt_state': self.opt_state,
-              'key': jax.random.key_data(self.key), 'buffer': self.buffer}
-    return arrays, {'buffered': self.buffered}
+              'key': jax.random.key_data(self.key), 'buffer': self.buffer,
+              'buffer_best_bpb': self.buffer_best_bpb, 'dyna': dyna_arrays}
+    return arrays, {'buffered': self.buffered, 'dyna': dyna_meta}
 
   def load_policy(self, arrays) -> None:
     """Starts from the policy (parameters only) of another search's checkpoint."""
@@ -172,6 +186,8 @@ class PPOAgent:
     self.opt_state = arrays['opt_state']
     self.key = jax.random.wrap_key_data(arrays['key'])
     self.buffer = jax.tree_util.tree_map(np.array, arrays['buffer'])
+    self.buffer_best_bpb = np.array(arrays['buffer_best_bpb'])
     self.buffered = meta['buffered']
+    self.dyna.load_state_dict(arrays['dyna'], meta['dyna'])
 
 

@@ -80,12 +80,13 @@ def get_config() -> ml_collections.ConfigDict:
       reference_flops_per_second=1.3e11,
   ))
 
+  search_reward_clip = ml_collections.FieldReference(100.0)  # shared with agent.dyna
   config.search = ml_collections.ConfigDict(dict(
       max_trials=0,            # stop after this many trials in the workdir in total; 0 = never
       noise_repeats=5,         # baseline runs (seeds s, s+1, ...) that first measure sigma of val_bpb
       keep_alpha=0.05,         # probability of keeping an edit that changes nothing (one-sided t test)
       min_sigma=0.002,         # bits/byte; floor of the pooled sigma
-      reward_clip=100.0,       # sigma units: an edit's reward is log1p(its gain over the best / sigma, in [0, this])
+      reward_clip=search_reward_clip,  # sigma units: an edit's reward is log1p(its gain over the best / sigma, in [0, this])
       seed=0,                  # agent seed
       parallel_trials=1,       # K: trials at once, each on 1/K of the devices (K proposals a round)
       progress_bar=True,       # live progress of each trial (a bar on a terminal, else logs)
@@ -113,6 +114,19 @@ def get_config() -> ml_collections.ConfigDict:
           max_grad_norm=0.5,   # global gradient-norm clip
           epochs=16,           # passes over each rollout
           minibatches=2,       # minibatches per pass (update_every must divide by it)
+      )),
+      dyna=ml_collections.ConfigDict(dict(  # imagined edits on a world model (dyna.py)
+          imagined=0,          # imagined edits per real transition at each update; 0 = off (the default:
+                               # on the design landscapes 8 did not resolve a gain, README)
+          bonus=0.1,           # imagined reward per σ of the ensemble's disagreement
+          min_trials=16,       # trials remembered before the world model is used
+          reward_clip=search_reward_clip,  # = search.reward_clip (one value, referenced)
+          members=5,           # MLPs in the world model's ensemble
+          hidden=64,           # width of each member's two hidden layers
+          steps=100,           # full-batch Adam steps per fit
+          learning_rate=3e-3,  # the world model's Adam LR
+          weight_decay=1e-2,   # its decoupled weight decay
+          capacity=512,        # trials remembered (the oldest forgotten beyond it)
       )),
   ))
 
