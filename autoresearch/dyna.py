@@ -136,15 +136,11 @@ class Dyna:
     return imagined, metrics
 
   def state_dict(self) -> tuple[dict, dict]:
-    if not self.enabled:   # nothing remembered, nothing to save
-      return {}, {}
     fitted = self.fitted._replace(params=nnx.to_pure_dict(self.fitted.params))
     return ({'memory': self.memory, 'fitted': fitted},
             {'remembered': self.remembered, 'fitted_at': self.fitted_at})
 
   def load_state_dict(self, arrays: dict[str, Any], meta: dict) -> None:
-    if not self.enabled:
-      return
     self.memory = world_model.Memory(*(np.array(a) for a in arrays['memory']))
     fitted = arrays['fitted']   # restored into state_dict's structure: a Fit, params a dict
     nnx.replace_by_pure_dict(self.fitted.params, fitted.params)

@@ -171,11 +171,13 @@ class PPOAgent:
 
   def state_dict(self) -> tuple[Any, dict]:
     """(arrays, meta): everything needed to continue exactly."""
-    dyna_arrays, dyna_meta = self.dyna.state_dict()
     arrays = {'params': nnx.to_pure_dict(self.params), 'opt_state': self.opt_state,
-              'key': jax.random.key_data(self.key), 'buffer': self.buffer,
-              'buffer_best_bpb': self.buffer_best_bpb, 'dyna': dyna_arrays}
-    return arrays, {'buffered': self.buffered, 'dyna': dyna_meta}
+              'key': jax.random.key_data(self.key), 'buffer': self.buffer}
+    meta = {'buffered': self.buffered}
+    if self.dyna.enabled:   # without imagination the state is as it was before Dyna
+      arrays['buffer_best_bpb'], (arrays['dyna'], meta['dyna']) = (self.buffer_best_bpb,
+                                                                   self.dyna.state_dict())
+    return arrays, meta
 
   def load_policy(self, arrays) -> None:
     """Starts from the policy (parameters only) of another search's checkpoint."""
@@ -186,8 +188,9 @@ class PPOAgent:
     self.opt_state = arrays['opt_state']
     self.key = jax.random.wrap_key_data(arrays['key'])
     self.buffer = jax.tree_util.tree_map(np.array, arrays['buffer'])
-    self.buffer_best_bpb = np.array(arrays['buffer_best_bpb'])
     self.buffered = meta['buffered']
-    self.dyna.load_state_dict(arrays['dyna'], meta['dyna'])
+    if self.dyna.enabled:
+      self.buffer_best_bpb = np.array(arrays['buffer_best_bpb'])
+      self.dyna.load_state_dict(arrays['dyna'], meta['dyna'])
 
 

@@ -104,9 +104,14 @@ def build_figure(records: list[TrialRecord]) -> Figure:
   each collection labelled with its status ('baseline' for the noise runs); crashes and
   aborts without a prediction sit on the top edge (y in axes coordinates); the running
   best is the line labelled 'running best'."""
-  fig = Figure(figsize=(12, 6), dpi=100, layout='constrained')
+  updates = _updates(records)
+  fig = Figure(figsize=(12, 8 if updates else 6), dpi=100, layout='constrained')
   FigureCanvasAgg(fig)  # Agg without pyplot: no global backend state to disturb
-  ax = fig.add_subplot()
+  if updates:
+    ax, below = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    _plot_updates(below, updates)
+  else:
+    ax = fig.add_subplot()
   baseline, _ = baseline_stats(records)
   best = best_bpb(records)
   trials = [r.trial for r in records]
@@ -125,12 +130,35 @@ def build_figure(records: list[TrialRecord]) -> Figure:
   if hidden:
     ax.text(0.01, 0.97, f'{hidden} trial(s) above {high:.3f} not shown', transform=ax.transAxes,
             fontsize=8, va='top', color='dimgray')
-  ax.set_xlabel('trial')
+  (below if updates else ax).set_xlabel('trial')
   ax.set_ylabel('val_bpb (lower is better)')
   ax.set_title(f'{len(records)} trials, best val_bpb {best:.6f} (baseline {baseline:.6f})')
   ax.grid(alpha=0.3)
   ax.legend(loc='upper right', fontsize=8)
   return fig
+
+
+def _updates(records: list[TrialRecord]) -> list[TrialRecord]:
+  """The rows that carry a PPO update's diagnostics."""
+  return [r for r in records if number(r.agent_metrics.get('entropy')) is not None]
+
+
+def _plot_updates(ax, updates: list[TrialRecord]) -> None:
+  """The policy updates' diagnostics against the trial they followed: approximate KL,
+  clip fraction and the critic's explained variance (left), entropy in nats (right)."""
+  trials = [r.trial for r in updates]
+  for name in ('approx_kl', 'clip_fraction', 'explained_variance'):
+    ys = [number(r.agent_metrics.get(name)) for r in updates]
+    ax.plot(trials, [math.nan if y is None else y for y in ys], marker='o', markersize=3,
+            linewidth=1, label=name)
+  ax.set_ylabel('update')
+  ax.grid(alpha=0.3)
+  ax.legend(loc='upper left', fontsize=7)
+  right = ax.twinx()
+  right.plot(trials, [number(r.agent_metrics['entropy']) for r in updates], color='black',
+             linestyle=':', linewidth=1, label='entropy (nats)')
+  right.set_ylabel('entropy (nats)')
+  right.legend(loc='upper right', fontsize=7)
 
 
 # --- The markdown summary ---------------------------------------------------------------
@@ -204,13 +232,15 @@ def _outcome_section(records: list[TrialRecord], all_edits: list[Edit]) -> list[
   return lines + _table(('status', 'trials', 'share'), rows)
 
 
-UPDATE_METRICS = ('entropy', 'approx_kl', 'clip_fraction', 'explained_variance', 'value_loss')
+UPDATE_METRICS = ('entropy', 'approx_kl', 'clip_fraction', 'explained_variance', 'value_loss',
+                  'wm_rmse_sigmas')
 
 
 def _updates_section(records: list[TrialRecord]) -> list[str]:
   """The PPO updates' diagnostics over the search: policy entropy (nats), approximate KL
-  to the acting policy, share of clipped ratios, the critic's explained variance."""
-  updates = [r for r in records if number(r.agent_metrics.get('entropy')) is not None]
+  to the acting policy, share of clipped ratios, the critic's explained variance, the
+  world model's error on trials it had not seen (in σ; with imagination on)."""
+  updates = _updates(records)
   lines = ['## Policy updates', '']
   if not updates:
     return lines + ['not recorded']

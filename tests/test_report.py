@@ -130,8 +130,19 @@ def test_report_md_names_the_best_and_every_kept_edit(workdir):
   assert 'trials per hour' in text
 
 
+def test_the_figure_plots_the_policy_updates_below_the_trials(workdir):
+  fig = report.build_figure(summary.load(workdir))
+  below = fig.axes[1]
+  lines = {line.get_label(): line for ax in fig.axes[1:] for line in ax.lines}
+  assert sorted(lines['entropy (nats)'].get_xdata()) == sorted(ENTROPIES)
+  assert list(lines['entropy (nats)'].get_ydata()) == [ENTROPIES[t] for t in sorted(ENTROPIES)]
+  assert {'approx_kl', 'clip_fraction', 'explained_variance'} <= set(lines)
+  assert below.get_xlabel() == 'trial'
+
+
 def test_policy_updates_are_not_recorded_when_absent(tmp_path):
   workdir = _write_workdir(tmp_path / 'run', entropy=False)
+  assert len(report.build_figure(summary.load(workdir)).axes) == 1   # no updates panel
   report.main(None, workdir)
   with open(os.path.join(workdir, 'report.md')) as f:
     assert f.read().split('## Policy updates')[1].split('##')[0].strip() == 'not recorded'
