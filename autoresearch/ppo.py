@@ -148,8 +148,11 @@ def loss_fn(params: nnx.State, graphdef: nnx.GraphDef, minibatch: Rollout, advan
 
 
 def explained_variance(returns_T, critic_T):
-  """1 - Var(returns - critic) / Var(returns): 1 is a perfect critic, 0 a constant one."""
-  return 1.0 - jnp.var(returns_T - critic_T) / (jnp.var(returns_T) + 1e-8)
+  """1 - Var(returns - critic) / Var(returns): 1 is a perfect critic, 0 a constant one;
+  NaN when the returns do not vary (every reward of a rollout 0): nothing to explain."""
+  var = jnp.var(returns_T)
+  return jnp.where(var > 1e-12, 1.0 - jnp.var(returns_T - critic_T) / jnp.maximum(var, 1e-12),
+                   jnp.nan)
 
 
 def make_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: PPOConfig):

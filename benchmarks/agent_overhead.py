@@ -7,7 +7,11 @@ best included, as if every trial were a keep),
 (compile + train + eval), in the same run. Prints `agent_overhead_fraction: X` last:
 agent seconds per trial / trial wall seconds.
 
-  python benchmarks/agent_overhead.py [--trial_seconds=S]   (S: skip the real trial)
+With --imagined=K (config.agent.dyna.imagined) the update includes fitting the world
+model on a full memory and K imagined edits per real transition (dyna.py).
+
+  python benchmarks/agent_overhead.py [--trial_seconds=S] [--imagined=K]
+      (S: skip the real trial)
 """
 
 import os
@@ -19,12 +23,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from autoresearch import genotype as genotype_lib  # noqa: E402
+from autoresearch import agents, genotype as genotype_lib  # noqa: E402
 from autoresearch.ppo_agent import PPOAgent  # noqa: E402
 from benchmarks.examples import example_history, example_view, trial_wall_seconds  # noqa: E402
 from configs import default  # noqa: E402
 
 flags.DEFINE_float('trial_seconds', 0.0, 'Use this trial wall time instead of running one.')
+flags.DEFINE_integer('imagined', 0, 'Imagined edits per real transition (0: the default).')
 flags.DEFINE_integer('repeats', 20, 'Timed repetitions of each agent operation.')
 FLAGS = flags.FLAGS
 
@@ -40,6 +45,7 @@ def _best_of(fn, repeats):
 
 def main(_):
   config = default.get_config()
+  config.agent.dyna.imagined = FLAGS.imagined
   agent = PPOAgent(config.agent, seed=0)
   rng = np.random.default_rng(0)
   history = example_history(rng, 40)
@@ -53,24 +59,28 @@ def main(_):
 
   obs = observation()
   proposal = agent.propose(obs)
-  for _ in range(2 * agent.update_every):  # compile the update too
-    agent.observe(obs, proposal, float(rng.normal()), obs, None)
+  outcome = lambda: agents.Outcome(obs.best_genotype, 'discard', 2.45 + 0.01 * rng.normal())
+  # A full world-model memory (its fit costs the same at any fill: fixed shapes), and
+  # two updates to compile.
+  for _ in range(max(2 * agent.update_every, agent.dyna.config.model.capacity)):
+    agent.observe(obs, proposal, float(rng.normal()), obs, outcome())
 
   obs_best, obs_median = _best_of(observation, FLAGS.repeats)
   propose_best, propose_median = _best_of(lambda: agent.propose(obs), FLAGS.repeats)
 
   def observe_without_update():
     agent.buffered = 0  # one transition in the buffer: no update
-    agent.observe(obs, proposal, 0.1, obs, None)
+    agent.observe(obs, proposal, 0.1, obs, outcome())
 
   observe_best, _ = _best_of(observe_without_update, FLAGS.repeats)
   update_times = []
   for _ in range(5):
     agent.buffered = agent.update_every - 1  # the next transition triggers an update
     start = time.perf_counter()
-    metrics = agent.observe(obs, proposal, 0.3, obs, None)
+    metrics = agent.observe(obs, proposal, 0.3, obs, outcome())
     update_times.append(time.perf_counter() - start)
     assert metrics, 'the observe call above must have run an update'
+    assert FLAGS.imagined == 0 or 'wm_loss' in metrics, 'the update must have imagined'
   update = float(np.median(update_times))
 
   per_trial = obs_median + propose_median + observe_best + update / agent.update_every

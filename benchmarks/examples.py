@@ -17,7 +17,7 @@ def example_view(config, history: list) -> agents.SearchView:
   best = genotype_lib.from_config(config)
   space = agents.SearchSpace(config.trial.max_params, 0.0)
   mask = genotype_lib.edit_mask(best, space.max_params, space.max_step_flops)
-  return agents.SearchView(best, 2.4, 0.004, 40, 3, tuple(history), mask, space)
+  return agents.SearchView(best, 2.4, 0.004, 40, 3, tuple(history), mask, space, 2.5)
 
 
 def trial_wall_seconds(config, given_seconds: float) -> float:

@@ -66,6 +66,14 @@ def test_gae_with_lambda_one_is_discounted_return_minus_value():
   np.testing.assert_allclose(returns, discounted, rtol=1e-5, atol=1e-5)
 
 
+def test_explained_variance_is_one_for_a_perfect_critic_and_undefined_without_variance():
+  returns = jnp.array([0.0, 1.0, 2.0, 0.5])
+  assert float(ppo.explained_variance(returns, returns)) == pytest.approx(1.0)
+  assert float(ppo.explained_variance(returns, jnp.full(4, returns.mean()))) == pytest.approx(0.0)
+  # All rewards 0 (nothing beat the best): a ratio of near-zero variances, not a figure.
+  assert np.isnan(float(ppo.explained_variance(jnp.zeros(4), jnp.array([0.1, 0.0, 0.2, 0.0]))))
+
+
 def test_clipped_surrogate_gradient_vanishes_only_where_the_clip_applies():
   eps = 0.2
   ratios = jnp.array([1.5, 0.5, 1.1, 0.9, 0.5, 1.5])
