@@ -146,11 +146,13 @@ def _updates(records: list[TrialRecord]) -> list[TrialRecord]:
 def _plot_updates(ax, updates: list[TrialRecord]) -> None:
   """The policy updates' diagnostics against the trial they followed: approximate KL,
   clip fraction and the critic's explained variance (left), entropy in nats (right)."""
-  trials = [r.trial for r in updates]
+  trials, top = [r.trial for r in updates], 1.05
   for name in ('approx_kl', 'clip_fraction', 'explained_variance'):
     ys = [number(r.agent_metrics.get(name)) for r in updates]
-    ax.plot(trials, [math.nan if y is None else y for y in ys], marker='o', markersize=3,
-            linewidth=1, label=name)
+    ys = [math.nan if y is None else y for y in ys]
+    ax.plot(trials, ys, marker='o', markersize=3, linewidth=1, label=name)
+    top = max([top] + [y + 0.05 for y in ys if math.isfinite(y)])
+  ax.set_ylim(-1.05, top)   # an explained variance below -1 says only "worse than none"
   ax.set_ylabel('update')
   ax.grid(alpha=0.3)
   ax.legend(loc='upper left', fontsize=7)
