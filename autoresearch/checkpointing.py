@@ -103,11 +103,21 @@ class Checkpointer:
     self.manager.close()
 
 
+def _single_checkpointer() -> ocp.StandardCheckpointer:
+  """A checkpointer that this process uses alone: on several processes only process 0
+  reads or writes a policy, so no barrier may wait for the others."""
+  if not _multi_process():
+    return ocp.StandardCheckpointer()
+  index = jax.process_index()
+  return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+      primary_host=index, active_processes={index}, barrier_sync_key_prefix=f'tree{index}'))
+
+
 def save_tree(path: str, tree: Any) -> None:
   """Writes one pytree of arrays to `path` (a folder, replaced if there): a shipped
   policy's parameters. CheckpointError when it cannot."""
   try:
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _single_checkpointer() as checkpointer:
       checkpointer.save(os.path.abspath(path), tree, force=True)
   except Exception as e:
     raise CheckpointError(f'could not write {path}: {e}') from e
@@ -117,7 +127,7 @@ def restore_tree(path: str, like: Any) -> Any:
   """The pytree saved at `path`, restored into the structure, shapes and dtypes of
   `like`. CheckpointError when it cannot."""
   try:
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _single_checkpointer() as checkpointer:
       return checkpointer.restore(os.path.abspath(path), _abstract(like))
   except Exception as e:
     raise CheckpointError(f'could not read {path}: {e}') from e

@@ -159,7 +159,8 @@ class PPOAgent:
       return {}
     last_critic = self.fns.critic(self.params,
                                   observation(next_view, self.policy_config.history_len))
-    self.key, key, imagine_key = jax.random.split(self.key, 3)
+    self.key, key = jax.random.split(self.key)
+    imagine_key = jax.random.fold_in(key, 1)   # the update's key as without imagination
     imagined, dyna_metrics = self.dyna.imagine(self.params, self.fns.act, self.buffer,
                                                self.buffer_best_bpb, next_view, imagine_key)
     rollout = self.buffer if imagined is None else jax.tree_util.tree_map(
