@@ -35,7 +35,7 @@ from autoresearch import agents, data, distributed, evaluator, follower, keep_ru
 from autoresearch import genotype as genotype_lib, trial
 from autoresearch.executor import ConfigError, Executor, Interrupted, Job
 from autoresearch.records import AGENT_BASELINE, TrialRecord
-from autoresearch.store import FaultHook, Store, no_fault
+from autoresearch.store import FaultHook, Store, init_policy, no_fault
 from autoresearch.trial_types import TrialConfig, TrialResult
 
 
@@ -116,8 +116,9 @@ class Search:
   def _restore(self) -> None:
     meta = self.store.restore(self.agent, trials_of=lambda m: m['state']['trials'])
     if meta is None:
+      # An agent without a policy ignores init_from (the default names the shipped one).
       if self.config.agent.init_from not in ('', 'none') and hasattr(self.agent, 'load_policy'):
-        self.store.init_policy_from(self.agent, self.config.agent.init_from)
+        init_policy(self.agent, self.config.agent.init_from)
       return
     self.state = SearchState.from_json(meta['state'])
     self.calibration = evaluator.Calibration.from_dict(meta['calibration'],

@@ -137,9 +137,6 @@ class Store:
     for row in missing:
       self.ledger.append(row)
 
-  def init_policy_from(self, agent, source: str) -> None:
-    init_policy(agent, source)
-
   def export_best(self, genotype: dict) -> None:
     """workdir/best_genotype.json: the best genotype, for --mode=train --genotype=..."""
     path = os.path.join(self.workdir, 'best_genotype.json')
@@ -169,9 +166,6 @@ class MemoryStore:
   def restore(self, agent, trials_of: Callable[[dict], int]) -> Optional[dict]:
     return None
 
-  def init_policy_from(self, agent, source: str) -> None:
-    init_policy(agent, source)
-
   def export_best(self, genotype: dict) -> None:
     pass
 
@@ -183,11 +177,9 @@ class MemoryStore:
 
 
 def init_policy(agent, source: str) -> None:
-  """Starts `agent`'s policy from `source`: a shipped policy folder (policies.py) or the
-  workdir of an earlier search (its newest checkpoint's policy)."""
-  if not hasattr(agent, 'load_policy'):
-    raise ValueError(f'agent.init_from needs a learning agent; agent.kind='
-                     f'{agent.kind!r} has no policy')
+  """Starts the policy of `agent` (a learning agent: one with `load_policy`) from
+  `source`: a shipped policy folder (policies.py) or the workdir of an earlier search
+  (its newest checkpoint's policy)."""
   from autoresearch import policies   # JAX-side; only learning agents get here
   folder = policies.resolve(source)
   if policies.is_policy(folder):
