@@ -8,8 +8,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from autoresearch import checkpointing, data, distributed, genotype, modes, policies, pretrain
-from autoresearch import report, search, trial_types
+from autoresearch import data, distributed, genotype, modes, policies, pretrain
+from autoresearch import report, search, trial_types, workdir_io
 
 MODES = {'search': search.run, 'trial': modes.run_trial, 'report': report.main,
          'train': modes.run_train, 'pretrain': pretrain.pretrain}
@@ -36,8 +36,9 @@ def main(argv):
   try:
     trial_types.TrialConfig.from_config(FLAGS.config)  # nonsense settings: before any file
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
-  except (data.DataError, genotype.InvalidGenotype, checkpointing.CheckpointError,
+  except (data.DataError, genotype.InvalidGenotype, workdir_io.WorkdirError,
           trial_types.ConfigError, policies.PolicyError) as e:
+    logging.debug('the error in full (shown at --verbosity=1):', exc_info=True)
     sys.exit(f'autoresearch: {e}')
 
 

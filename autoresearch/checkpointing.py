@@ -7,7 +7,8 @@ and the ledger rows of the step that produced it). Orbax writes each step into a
 temporary folder and renames it when complete, so a kill mid-save leaves the previous
 step intact; the last `keep` steps are kept. Restores go into an abstract target
 (shapes and dtypes from `jax.eval_shape`), and a step that fails to restore falls back
-to the one before it, with a warning.
+to the one before it, with a warning (`unreadable` lists the steps skipped). The
+folder may be local or in a bucket (gs://...): Orbax reads and writes either.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from autoresearch import workdir_io
+
 
 class _QuietEmptyMerge(std_logging.Filter):
   """Drops Orbax's warning that a save has no per-process OCDBT files to merge: a state
@@ -30,10 +33,21 @@ class _QuietEmptyMerge(std_logging.Filter):
     return 'Skipping merge of OCDBT checkpoints' not in str(record.msg)
 
 
+class _OneLineSaveErrors(std_logging.Filter):
+  """Drops, below --verbosity=1, the error (with its traceback) that Orbax logs from each
+  of its worker threads when a write fails: the failure reaches `Checkpointer.save`,
+  which raises it as one CheckpointError line (a full disk printed three tracebacks)."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    orbax_thread = 'orbax' in record.pathname and 'raised an exception' in str(record.msg)
+    return not orbax_thread or logging.level_debug()
+
+
 std_logging.getLogger('absl').addFilter(_QuietEmptyMerge())   # Orbax logs through absl
+std_logging.getLogger('absl').addFilter(_OneLineSaveErrors())
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(workdir_io.WorkdirError):
   """No usable checkpoint, or the workdir cannot hold one."""
 
 
@@ -51,11 +65,13 @@ class Checkpointer:
   """Saves and restores (arrays, meta) steps under `directory`."""
 
   def __init__(self, directory: str, keep: int = 3):
-    self.directory = os.path.abspath(directory)
+    self.directory = workdir_io.path(directory)
+    self.unreadable: list[int] = []   # steps the last `restore` skipped, newest first
     try:
-      os.makedirs(self.directory, exist_ok=True)
+      self.directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-      raise CheckpointError(f'cannot create the checkpoint folder {self.directory}: {e}') from e
+      raise CheckpointError(f'cannot create the checkpoint folder {self.directory}: '
+                            f'{workdir_io.reason(e)}') from e
     # On several processes only process 0 holds the search state and checkpoints it:
     # Orbax must not wait for the others.
     multiprocessing = ocp.options.MultiprocessingOptions(
@@ -76,7 +92,8 @@ class Checkpointer:
           arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)
       self.manager.wait_until_finished()
     except Exception as e:  # OSError (disk full, read-only) or Orbax's own errors
-      raise CheckpointError(f'could not save checkpoint {step} in {self.directory}: {e}') from e
+      raise CheckpointError(f'could not save checkpoint {step} in {self.directory}: '
+                            f'{workdir_io.reason(e)}') from e
 
   def steps(self) -> list[int]:
     self.manager.reload()  # steps written by an earlier process
@@ -87,6 +104,7 @@ class Checkpointer:
     `abstract_arrays` gives the structure, shapes and dtypes to restore into."""
     target = _abstract(abstract_arrays)
     steps = self.steps()
+    self.unreadable = []
     for step in reversed(steps):
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -95,9 +113,28 @@ class Checkpointer:
       except Exception as e:  # a corrupt or half-written step
         logging.warning('checkpoint step %d in %s is unreadable (%s: %s); trying the one '
                         'before it', step, self.directory, type(e).__name__, str(e)[:200])
+        self.unreadable.append(step)
     if steps:
       raise CheckpointError(f'no readable checkpoint among steps {steps} in {self.directory}')
     return None
+
+  def set_aside(self, step: int, folder: str) -> str:
+    """Moves unreadable step `step` out of the checkpoint folder into `folder` (deletes
+    it in a bucket, which cannot rename a folder), so the search can write that step
+    again; returns what was done, in words."""
+    source = self.directory / str(step)
+    if workdir_io.is_local(self.directory) and source.exists():
+      target = workdir_io.path(folder, str(step))
+      workdir_io.makedirs(target.parent)
+      if target.exists():
+        target = target.with_name(f'{step}.{os.getpid()}')
+      source.rename(target)
+      done = f'moved to {target}'
+    else:
+      self.manager.delete(step)
+      done = 'deleted'
+    self.manager.reload()
+    return done
 
   def close(self) -> None:
     self.manager.close()
@@ -118,7 +155,7 @@ def save_tree(path: str, tree: Any) -> None:
   policy's parameters. CheckpointError when it cannot."""
   try:
     with _single_checkpointer() as checkpointer:
-      checkpointer.save(os.path.abspath(path), tree, force=True)
+      checkpointer.save(workdir_io.path(path), tree, force=True)
   except Exception as e:
     raise CheckpointError(f'could not write {path}: {e}') from e
 
@@ -128,6 +165,6 @@ def restore_tree(path: str, like: Any) -> Any:
   `like`. CheckpointError when it cannot."""
   try:
     with _single_checkpointer() as checkpointer:
-      return checkpointer.restore(os.path.abspath(path), _abstract(like))
+      return checkpointer.restore(workdir_io.path(path), _abstract(like))
   except Exception as e:
     raise CheckpointError(f'could not read {path}: {e}') from e

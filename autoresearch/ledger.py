@@ -6,15 +6,17 @@ trial's genotype id. More columns follow. trials.jsonl holds the full record of 
 trial (`records.TrialRecord`: genotype, loss curve, reward, log-probability, ...), one
 JSON object a line.
 
-Each append writes the JSONL line first, then the TSV row, each flushed and fsynced:
-the JSONL file is the source of truth, and `read_records` skips a torn last line.
+Each append writes the JSONL line first, then the TSV row, each flushed and fsynced
+(`workdir_io.append_line`): the JSONL file is the source of truth, and `read_records`
+skips a torn last line.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+
+from autoresearch import workdir_io
 from autoresearch.records import TrialRecord
 
 TSV_COLUMNS = ('commit', 'val_bpb', 'memory_gb', 'status', 'description', 'trial', 'agent',
@@ -37,73 +39,60 @@ def _tsv_field(record: TrialRecord, column: str) -> str:
   return text.replace('\t', ' ').replace('\n', ' ')
 
 
-def _append_line(path: str, line: str) -> None:
-  with open(path, 'a') as f:
-    f.write(line + '\n')
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _atomic_write(path: str, text: str) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 class Ledger:
-  """Appends one trial at a time to `workdir/results.tsv` and `workdir/trials.jsonl`."""
+  """Appends one trial at a time to `workdir/results.tsv` and `workdir/trials.jsonl`
+  (a local folder or a bucket: `workdir_io`). Write errors are OSError."""
 
   def __init__(self, workdir: str):
-    self.tsv_path = os.path.join(workdir, 'results.tsv')
-    self.jsonl_path = os.path.join(workdir, 'trials.jsonl')
-    os.makedirs(workdir, exist_ok=True)
-    if not os.path.exists(self.tsv_path) or os.path.getsize(self.tsv_path) == 0:
-      _append_line(self.tsv_path, '\t'.join(TSV_COLUMNS))
+    self.tsv_path = workdir_io.path(workdir, 'results.tsv')
+    self.jsonl_path = workdir_io.path(workdir, 'trials.jsonl')
+    workdir_io.makedirs(self.tsv_path.parent)
+    if not workdir_io.read_text(self.tsv_path).strip():
+      workdir_io.write_atomic(self.tsv_path, '\t'.join(TSV_COLUMNS) + '\n')
 
   def append(self, record: TrialRecord) -> None:
     """Records one trial (its status is one of records.STATUSES: TrialRecord checks it)."""
-    _append_line(self.jsonl_path, json.dumps(record.to_dict(), allow_nan=True))
-    _append_line(self.tsv_path, '\t'.join(_tsv_field(record, c) for c in TSV_COLUMNS))
+    workdir_io.append_line(self.jsonl_path, json.dumps(record.to_dict(), allow_nan=True))
+    workdir_io.append_line(self.tsv_path, '\t'.join(_tsv_field(record, c) for c in TSV_COLUMNS))
 
   def read_records(self) -> list[TrialRecord]:
     """Every complete record of trials.jsonl, in order."""
     return read_records(self.jsonl_path)
 
-  def rewrite(self, records: list[TrialRecord]) -> None:
+  def rewrite(self, records: list[TrialRecord]) -> list[str]:
     """Makes both files hold exactly `records` (atomic replace of each file that
-    differs: a torn last line, rows to drop, or a TSV behind its JSONL)."""
-    lines = [json.dumps(r.to_dict(), allow_nan=True) + '\n' for r in records]
-    with open(self.jsonl_path, 'a+') as f:
-      f.seek(0)
-      current = f.read()
-    if current != ''.join(lines):
-      _atomic_write(self.jsonl_path, ''.join(lines))
-    with open(self.tsv_path) as f:
-      tsv_rows = sum(1 for line in f if line.strip()) - 1
+    differs: a torn last line, rows to drop, or a TSV behind its JSONL); returns what
+    it changed, in words."""
+    changes = []
+    lines = ''.join(json.dumps(r.to_dict(), allow_nan=True) + '\n' for r in records)
+    current = workdir_io.read_text(self.jsonl_path)
+    if current != lines:
+      torn = current and not current.endswith('\n') and current.startswith(lines)
+      changes.append('a torn last line dropped' if torn else 'trials.jsonl rewritten')
+      workdir_io.write_atomic(self.jsonl_path, lines)
+    tsv_rows = sum(1 for line in workdir_io.read_text(self.tsv_path).splitlines()
+                   if line.strip()) - 1
     if tsv_rows != len(records):
       rows = ['\t'.join(TSV_COLUMNS)] + [
           '\t'.join(_tsv_field(r, c) for c in TSV_COLUMNS) for r in records]
-      _atomic_write(self.tsv_path, '\n'.join(rows) + '\n')
+      workdir_io.write_atomic(self.tsv_path, '\n'.join(rows) + '\n')
+      changes.append(f'results.tsv rebuilt ({tsv_rows} rows -> {len(records)})')
+    return changes
 
 
-def read_records(jsonl_path: str) -> list[TrialRecord]:
-  """Every complete row of a trials.jsonl, in order (a torn last line is skipped)."""
-  if not os.path.exists(jsonl_path):
-    return []
+def read_records(jsonl_path) -> list[TrialRecord]:
+  """Every complete row of a trials.jsonl (a path or epath.Path), in order (a torn last
+  line is skipped)."""
   records = []
-  with open(jsonl_path) as f:
-    for line in f:
-      if not line.endswith('\n'):
-        break  # a torn final line from an interrupted write
-      records.append(TrialRecord.from_dict(json.loads(line)))
+  for line in workdir_io.read_text(workdir_io.path(jsonl_path)).splitlines(keepends=True):
+    if not line.endswith('\n'):
+      break  # a torn final line from an interrupted write
+    records.append(TrialRecord.from_dict(json.loads(line)))
   return records
 
 
-def read_tsv(tsv_path: str) -> list[dict[str, str]]:
+def read_tsv(tsv_path) -> list[dict[str, str]]:
   """results.tsv as a list of {column: text}."""
-  with open(tsv_path) as f:
-    header, *rows = [line.rstrip('\n').split('\t') for line in f if line.strip()]
+  text = workdir_io.read_text(workdir_io.path(tsv_path))
+  header, *rows = [line.split('\t') for line in text.splitlines() if line.strip()]
   return [dict(zip(header, row)) for row in rows]

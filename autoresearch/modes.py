@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 from absl import logging
 
 from autoresearch import data, distributed, genotype as genotype_lib, progress, trial
+from autoresearch import workdir_io
 
 
 def log_devices() -> None:
@@ -55,16 +55,16 @@ def _run_with_progress(genotype, corpus, cfg, score_test: bool = False) -> trial
 
 def run_trial(config, workdir: str) -> trial.TrialResult:
   """Trains the config's baseline genotype once; writes workdir/trial.json."""
-  os.makedirs(workdir, exist_ok=True)
-  trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
+  workdir_io.makedirs(workdir_io.path(workdir))
+  trial.enable_compilation_cache(workdir_io.compilation_cache_dir(workdir),
+                                 config.compilation_cache_mb)
   corpus = data.corpus_from_config(config)
   genotype = genotype_lib.from_config(config)
   cfg = trial.TrialConfig.from_config(config)
   logging.info('data: %s, bytes %s', corpus.description, corpus.byte_counts())
   result = _run_with_progress(genotype, corpus, cfg)
   if distributed.is_leader():  # on several hosts, process 0 speaks for all
-    with open(os.path.join(workdir, 'trial.json'), 'w') as f:
-      json.dump(result.to_dict(), f)
+    workdir_io.write_atomic(workdir_io.path(workdir, 'trial.json'), json.dumps(result.to_dict()))
     print_summary(result, corpus)
   return result
 
@@ -76,8 +76,9 @@ def run_train(config, workdir: str) -> dict:
   on the val and the held-out test split: does the discovery hold?"""
   if not config.genotype_json:
     raise genotype_lib.InvalidGenotype('--mode=train needs --genotype=PATH (a JSON genotype)')
-  os.makedirs(workdir, exist_ok=True)
-  trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
+  workdir_io.makedirs(workdir_io.path(workdir))
+  trial.enable_compilation_cache(workdir_io.compilation_cache_dir(workdir),
+                                 config.compilation_cache_mb)
   corpus = data.corpus_from_config(config)
   cfg = trial.TrialConfig.from_config(config)
   candidate = genotype_lib.from_config(config)
@@ -88,8 +89,8 @@ def run_train(config, workdir: str) -> dict:
   for name, genotype in (('candidate', candidate), ('baseline', baseline)):
     results[name] = _run_with_progress(genotype, corpus, cfg, score_test=True)
   if distributed.is_leader():
-    with open(os.path.join(workdir, 'train.json'), 'w') as f:
-      json.dump({k: r.to_dict() for k, r in results.items()}, f)
+    workdir_io.write_atomic(workdir_io.path(workdir, 'train.json'),
+                            json.dumps({k: r.to_dict() for k, r in results.items()}))
   fmt = lambda x: 'nan' if x is None else f'{x:.6f}'
   lines = {'genotype': genotype_lib.describe_diff(candidate, baseline),
            'budget_seconds': f'{cfg.budget_seconds:g}', 'seed': cfg.seed}

@@ -4,16 +4,16 @@
 
 Reads `trials.jsonl` only (never the checkpoint), so it can run while a search is still
 appending to the same workdir; a torn last line is skipped by `ledger.read_records`. It
-writes nothing but `progress.png` and `report.md`, each atomically (temp file, then
-`os.replace`), so a reader never sees half a file. The figures and their conventions
+writes nothing but `progress.png` and `report.md`, each atomically
+(`workdir_io.write_atomic`: local or gs://), so a reader never sees half a file. The figures and their conventions
 are `summary.py`'s.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
-import tempfile
 from typing import Any, Optional
 
 import numpy as np
@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from autoresearch import workdir_io
 from autoresearch.records import TrialRecord
 from autoresearch.summary import (TIME_PARTS, Edit, baseline_stats, best_bpb, edits,
                                   format_headline, headline, kept_gain, load, number,
@@ -290,21 +291,6 @@ def build_markdown(records: list[TrialRecord], workdir: str = '') -> str:
 # --- Writing ----------------------------------------------------------------------------
 
 
-def _write_atomically(path: str, write) -> None:
-  """Calls write(file) on a temp file next to `path`, then moves it into place."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.',
-                             prefix=f'.{os.path.basename(path)}.', suffix='.tmp')
-  try:
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the report from the group
-    with os.fdopen(fd, 'wb') as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def write_report(workdir: str) -> dict[str, Any]:
   """Writes `workdir/progress.png` and `workdir/report.md` from trials.jsonl, prints the
   headline as `key: value` lines and returns it (keys `HEADLINE_KEYS`).
@@ -316,10 +302,10 @@ def write_report(workdir: str) -> dict[str, Any]:
   records = load(workdir)
   figures = headline(records)
   fig = build_figure(records)
-  _write_atomically(os.path.join(workdir, 'progress.png'),
-                    lambda f: fig.savefig(f, format='png'))
-  text = build_markdown(records, workdir)
-  _write_atomically(os.path.join(workdir, 'report.md'), lambda f: f.write(text.encode()))
+  png = io.BytesIO()
+  fig.savefig(png, format='png')
+  workdir_io.write_atomic(workdir_io.path(workdir, 'progress.png'), png.getvalue())
+  workdir_io.write_atomic(workdir_io.path(workdir, 'report.md'), build_markdown(records, workdir))
   print(format_headline(figures))
   return figures
 

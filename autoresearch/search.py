@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from typing import Callable, Optional
 
@@ -32,7 +31,7 @@ import numpy as np
 from absl import logging
 
 from autoresearch import agents, data, distributed, evaluator, follower, keep_rule, signals
-from autoresearch import genotype as genotype_lib, trial
+from autoresearch import genotype as genotype_lib, trial, workdir_io
 from autoresearch.executor import ConfigError, Executor, Interrupted, Job
 from autoresearch.records import AGENT_BASELINE, TrialRecord
 from autoresearch.store import FaultHook, Store, init_policy, no_fault
@@ -84,10 +83,20 @@ class Search:
     check_search_config(config.search)
     self.config, self.workdir = config, workdir
     self.trial_config = TrialConfig.from_config(config)   # refused before any file is made
-    if store is None:
-      store = Store(workdir, config, fault)
-      trial.enable_compilation_cache(os.path.join(workdir, 'jax_cache'))
-    self.store = store
+    # A Store holds the workdir's lock until closed: closed here if the rest fails.
+    self.store = store if store is not None else Store(workdir, config, fault)
+    try:
+      if store is None:
+        trial.enable_compilation_cache(workdir_io.compilation_cache_dir(workdir),
+                                       config.compilation_cache_mb)
+      self._build(config, workdir, runner, fault, corpus)
+    except BaseException:
+      self.store.close()
+      raise
+
+  def _build(self, config, workdir: str, runner: Callable, fault: FaultHook,
+             corpus: Optional[data.Corpus]) -> None:
+    """The search's parts and its restored state (the rest of __init__)."""
     self.corpus = corpus if corpus is not None else data.corpus_from_config(config)
     self.stop = signals.GracefulStop(config.checkpoint.grace_seconds,
                                      'stopping the trial in flight; the saved state is complete')

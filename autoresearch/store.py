@@ -1,32 +1,38 @@
 """The search's memory in its workdir: the checkpoint first, the ledger second.
 
-    store = Store(workdir, config, fault)
+    store = Store(workdir, config, fault)  # locks the workdir (workdir_lock.py)
     restored = store.restore(agent)        # None for a new search; reconciles the ledger
     store.save(step, agent, meta, rows)    # checkpoint (with the rows), then the ledger
+    store.close()                          # releases the lock
 
-After every step (one ledger row, or two for a re-run) the whole state is checkpointed
-*first*, with that step's rows inside it, and only then are the rows appended to the
-ledger (trials.jsonl, then results.tsv). So the ledger never holds a row the checkpoint
-lacks, and at start-up:
+The workdir (local or gs://; every file through `workdir_io`) has one writer: the Store
+holds its lock from start to close. After every step (one ledger row, or two for a
+re-run) the whole state is checkpointed *first*, with that step's rows inside it, and
+only then are the rows appended to the ledger (trials.jsonl, then results.tsv). So the
+ledger never holds a row the checkpoint lacks, and at start-up (`reconcile.py`):
 - ledger rows < checkpoint counter: the missing rows come from the checkpoint;
-- ledger rows > checkpoint counter (only after falling back from a corrupt latest
-  checkpoint): the extra rows move to trials.orphaned.jsonl and are re-run;
-- results.tsv is rebuilt from trials.jsonl when their row counts differ.
-A kill at any moment thus loses at most the trial in flight and duplicates none. A
-checkpoint written by another config (the fingerprint), agent or checkpoint format is
-refused with what differs.
+- ledger rows > checkpoint counter, only after falling back from an unreadable newest
+  checkpoint, which accounts for them: they move to trials.orphaned.jsonl and are
+  re-run, and the unreadable step moves to checkpoints.unreadable/;
+- results.tsv is rebuilt from trials.jsonl when their row counts differ;
+- a ledger nothing explains (trial numbers twice or missing, rows newer than every
+  checkpoint) is refused naming the rows, and left as it is.
+What was done is logged in one line. A kill at any moment thus loses at most the trial
+in flight and duplicates none. A failed write (a full disk) raises WorkdirError with one
+line; the last complete checkpoint stays. A checkpoint written by another config (the
+fingerprint), agent or checkpoint format is refused with what differs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from typing import Callable, Optional
 
 from absl import logging
 
 from autoresearch import checkpointing, data, genotype as genotype_lib, ledger as ledger_lib
+from autoresearch import reconcile, workdir_io, workdir_lock
 from autoresearch.records import TrialRecord
 
 # 2: raw outcome history (agents.HistoryEntry) and typed ledger rows (records.py).
@@ -56,23 +62,33 @@ def config_fingerprint(config) -> dict[str, str]:
   }
 
 
+def _trials(rows: list[TrialRecord]) -> str:
+  first, last = rows[0].trial, rows[-1].trial
+  return f'trial {first}' if first == last else f'trials {first}..{last}'
+
+
 class Store:
   """Checkpoints and ledger of one workdir (see the module docstring)."""
 
   def __init__(self, workdir: str, config, fault: FaultHook = no_fault):
     self.workdir, self.config, self.fault = workdir, config, fault
+    self.root = workdir_io.path(workdir)
+    workdir_io.makedirs(self.root)
+    self.lock = workdir_lock.acquire(workdir)   # before anything else is read or written
     try:
-      os.makedirs(workdir, exist_ok=True)
-    except OSError as e:
-      raise checkpointing.CheckpointError(f'cannot create the workdir {workdir}: {e}') from e
-    self.ledger = ledger_lib.Ledger(workdir)
-    self.fingerprint = config_fingerprint(config)
-    self.checkpointer = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                                   keep=config.checkpoint.keep)
+      self.ledger = ledger_lib.Ledger(workdir)
+      self.fingerprint = config_fingerprint(config)
+      self.checkpointer = checkpointing.Checkpointer(str(self.root / 'checkpoints'),
+                                                     keep=config.checkpoint.keep)
+    except BaseException:
+      self.lock.release()
+      raise
 
   def save(self, step: int, agent, meta: dict, rows: list[TrialRecord]) -> None:
     """Checkpoints the agent and `meta` (with this step's rows), then appends the rows
-    to the ledger."""
+    to the ledger. CheckpointError when the checkpoint cannot be written (the previous
+    one stays), WorkdirError when the ledger cannot (the checkpoint holds the rows: the
+    next start writes them)."""
     arrays, agent_meta = agent.state_dict()
     meta = dict(meta, format=CHECKPOINT_FORMAT, agent_kind=agent.kind, agent=agent_meta,
                 fingerprint=self.fingerprint, pending_rows=[r.to_dict() for r in rows])
@@ -80,7 +96,14 @@ class Store:
     self.checkpointer.save(step, {'agent': arrays}, meta)
     self.fault('after-checkpoint')
     for row in rows:
-      self.ledger.append(row)
+      try:
+        self.fault('ledger-write')
+        self.ledger.append(row)
+      except OSError as e:
+        raise workdir_io.WorkdirError(
+            f'could not write trial {row.trial} to the ledger in {self.workdir}: '
+            f'{workdir_io.reason(e)} (checkpoint {step} holds it; the next start writes '
+            'it)') from e
 
   def restore(self, agent, trials_of: Callable[[dict], int]) -> Optional[dict]:
     """The saved meta (the agent restored in place), or None for a new search. Either
@@ -88,7 +111,7 @@ class Store:
     the number of rows the checkpoint accounts for."""
     restored = self.checkpointer.restore({'agent': agent.state_dict()[0]})
     if restored is None:
-      self._reconcile(trials=0, checkpoint_rows=[])
+      self._reconcile(0, 0, [])
       return None
     step, arrays, meta = restored
     if meta.get('format') != CHECKPOINT_FORMAT:
@@ -102,8 +125,8 @@ class Store:
           f'{self.workdir} holds a search by agent {meta["agent_kind"]!r}, not '
           f'{agent.kind!r}; use another workdir')
     agent.load_state_dict(arrays['agent'], meta['agent'])
-    self._reconcile(trials_of(meta), [TrialRecord.from_dict(r) for r in meta['pending_rows']])
-    logging.info('resumed from checkpoint %d', step)
+    self._reconcile(step, trials_of(meta),
+                    [TrialRecord.from_dict(r) for r in meta['pending_rows']])
     return meta
 
   def _check_fingerprint(self, saved: dict) -> None:
@@ -117,32 +140,50 @@ class Store:
           message + ' (pass --config.checkpoint.allow_config_change=True to continue anyway)')
     logging.warning('%s; continuing as allowed', message)
 
-  def _reconcile(self, trials: int, checkpoint_rows: list[TrialRecord]) -> None:
-    """Makes the ledger hold exactly the checkpoint's trials 1..N (module docstring)."""
-    records = self.ledger.read_records()
-    if len(records) > trials:
-      logging.warning('ledger rows %d..%d are newer than the checkpoint: moved to '
-                      'trials.orphaned.jsonl, and those trials will run again', trials + 1,
-                      len(records))
-      with open(os.path.join(self.workdir, 'trials.orphaned.jsonl'), 'a') as f:
-        for record in records[trials:]:
-          f.write(json.dumps(record.to_dict()) + '\n')
-      records = records[:trials]
-    missing = [row for row in checkpoint_rows if row.trial > len(records)]
-    if len(records) + len(missing) != trials:
-      raise checkpointing.CheckpointError(
-          f'the ledger in {self.workdir} has {len(records)} trials and the checkpoint '
-          f'{trials}; the rows in between are lost')
-    self.ledger.rewrite(records)  # drops a torn line; rebuilds results.tsv when it differs
-    for row in missing:
-      self.ledger.append(row)
+  def _reconcile(self, step: int, trials: int, checkpoint_rows: list[TrialRecord]) -> None:
+    """Makes the ledger hold exactly the checkpoint's trials 1..N, or refuses a ledger
+    that no checkpoint explains (reconcile.py); logs what it did in one line."""
+    unreadable = self.checkpointer.unreadable
+    try:
+      plan = reconcile.plan(self.ledger.read_records(), trials, checkpoint_rows, unreadable)
+    except ValueError as e:   # a row of another schema, or a line that is not JSON
+      raise workdir_io.WorkdirError(f'trials.jsonl in {self.workdir}: {e}') from e
+    done = []
+    try:
+      if plan.orphaned:
+        for record in plan.orphaned:
+          workdir_io.append_line(self.root / 'trials.orphaned.jsonl',
+                                 json.dumps(record.to_dict(), allow_nan=True))
+        done.append(f'ledger {_trials(plan.orphaned)} (of unreadable checkpoint '
+                    f'{plan.explained_by}) moved to trials.orphaned.jsonl, to run again')
+      rewritten = self.ledger.rewrite(plan.keep)   # drops a torn line; rebuilds results.tsv
+      done += [d for d in rewritten if not (plan.orphaned and d == 'trials.jsonl rewritten')]
+      for row in plan.append:
+        self.ledger.append(row)
+      if plan.append:
+        done.append(f'{_trials(plan.append)} written to the ledger from the checkpoint')
+      for skipped in unreadable:   # after the ledger: until then they explain its rows
+        where = self.checkpointer.set_aside(skipped, str(self.root / 'checkpoints.unreadable'))
+        done.append(f'unreadable checkpoint {skipped} {where}')
+    except OSError as e:
+      raise workdir_io.WorkdirError(f'could not reconcile the ledger in {self.workdir}: '
+                                    f'{workdir_io.reason(e)}') from e
+    if step:
+      done = done or ['the ledger matches']
+      line = f'{self.workdir}: resumed from checkpoint {step} ({trials} trials); ' + \
+          '; '.join(done)
+    else:
+      line = f'{self.workdir}: a new search' + ''.join(f'; {d}' for d in done)
+    (logging.warning if plan.orphaned or unreadable else logging.info)('%s', line)
 
   def export_best(self, genotype: dict) -> None:
     """workdir/best_genotype.json: the best genotype, for --mode=train --genotype=..."""
-    path = os.path.join(self.workdir, 'best_genotype.json')
-    with open(path + '.tmp', 'w') as f:
-      json.dump(genotype, f, indent=1, sort_keys=True)
-    os.replace(path + '.tmp', path)
+    try:
+      workdir_io.write_atomic(self.root / 'best_genotype.json',
+                              json.dumps(genotype, indent=1, sort_keys=True))
+    except OSError as e:
+      raise workdir_io.WorkdirError(f'could not write best_genotype.json in {self.workdir}: '
+                                    f'{workdir_io.reason(e)}') from e
 
   def rows_of(self, genotype_id: str) -> list[TrialRecord]:
     """The kept ledger rows of one genotype (the best's runs, after a resume)."""
@@ -150,7 +191,13 @@ class Store:
             if r.genotype_id == genotype_id and r.status == 'keep']
 
   def close(self) -> None:
-    self.checkpointer.close()
+    """Closes the checkpoints and releases the workdir's lock (idempotent)."""
+    checkpointer, self.checkpointer = self.checkpointer, None
+    try:
+      if checkpointer is not None:
+        checkpointer.close()
+    finally:
+      self.lock.release()
 
 
 class MemoryStore:
@@ -186,7 +233,7 @@ def init_policy(agent, source: str) -> None:
     agent.load_policy(policies.load(folder, agent))
     logging.info('policy initialised from %s', folder)
     return
-  other = checkpointing.Checkpointer(os.path.join(folder, 'checkpoints'))
+  other = checkpointing.Checkpointer(str(workdir_io.path(folder, 'checkpoints')))
   restored = other.restore({'agent': agent.state_dict()[0]})
   if restored is None:
     raise checkpointing.CheckpointError(

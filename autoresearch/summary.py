@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Any, Optional
 
 import numpy as np
 
-from autoresearch import ledger as ledger_lib
+from autoresearch import ledger as ledger_lib, workdir_io
 from autoresearch.records import TrialRecord
 
 HEADLINE_KEYS = ('trials', 'best_val_bpb', 'baseline_val_bpb', 'improvement_bpb',
@@ -55,8 +54,8 @@ class Edit:
 
 def load(workdir: str) -> list[TrialRecord]:
   """The complete records of `workdir/trials.jsonl`; a clear error when there are none."""
-  path = os.path.join(workdir, 'trials.jsonl')
-  if not os.path.isfile(path):
+  path = workdir_io.path(workdir, 'trials.jsonl')
+  if not path.is_file():
     raise FileNotFoundError(f'no trials.jsonl in workdir {workdir!r}: has a search run there?')
   records = ledger_lib.read_records(path)
   if not records:

@@ -57,10 +57,17 @@ from autoresearch.trial_types import (  # noqa: F401  (re-exported: trial.TrialR
 from models import gpt
 
 
-def enable_compilation_cache(cache_dir: str) -> None:
-  """JAX's persistent compilation cache in `cache_dir`, caching every compiled step."""
+def enable_compilation_cache(cache_dir: str, max_mb: float) -> None:
+  """JAX's persistent compilation cache in `cache_dir`, caching every compiled step, at
+  most `max_mb` MB: past that JAX deletes the least recently used entries (0: no
+  cache). Takes effect before the process's first compile."""
+  if not max_mb >= 0:
+    raise ConfigError(f'compilation_cache_mb={max_mb}: MB, at least 0 (0 = no cache)')
+  if max_mb == 0:
+    return
   os.makedirs(cache_dir, exist_ok=True)
   jax.config.update('jax_compilation_cache_dir', cache_dir)
+  jax.config.update('jax_compilation_cache_max_size', int(max_mb * 2**20))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 

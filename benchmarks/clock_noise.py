@@ -144,7 +144,8 @@ def main(argv):
   config = FLAGS.config
   config.trial.budget_seconds = FLAGS.budget_seconds
   base = trial.TrialConfig.from_config(config)
-  trial.enable_compilation_cache(tempfile.mkdtemp(prefix='clock_noise_cache_'))
+  trial.enable_compilation_cache(tempfile.mkdtemp(prefix='clock_noise_cache_'),
+                                 config.compilation_cache_mb)
   corpus = data.corpus_from_config(config)
   genotype = genotype_lib.from_config(config)
   step_flops = (gpt.flops_per_token(genotype_lib.model_config(genotype, base.compute_dtype)) *

@@ -163,6 +163,9 @@ def get_config() -> ml_collections.ConfigDict:
       grace_seconds=30.0,      # seconds from SIGTERM/SIGINT to exit
       allow_config_change=False,  # resume even if data/trial/search/agent config changed
   ))
+  # JAX's compilation cache (workdir/jax_cache; a gs:// workdir's stays on this host):
+  # past this size the least recently used entries are deleted. 0 = no cache.
+  config.compilation_cache_mb = 2048.0   # MB
 
   # Many hosts (jax.distributed): every process runs the same command. All unset and
   # auto off: one process. Unset fields fall back to JAX_COORDINATOR_ADDRESS,

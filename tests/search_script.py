@@ -1,9 +1,11 @@
-"""main.py's search, with a crash-test hook: kill -9 at a named point of the search.
+"""main.py's search, with crash-test hooks: kill -9, or fill the disk, at a named point
+of the search (tests/faults.py).
 
   python tests/search_script.py --config=configs/tiny.py --workdir=W [--config.x=...] \
-      --kill_at=POINT:N
+      [--kill_at=POINT:N] [--disk_full_at=POINT:N]
 """
 
+import functools
 import os
 import sys
 
@@ -13,16 +15,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from absl import app, flags  # noqa: E402
 
 import faults  # noqa: E402
-import main as entry  # noqa: E402,F401  (defines --config and --workdir)
+import main as entry  # noqa: E402  (defines --config and --workdir)
 from autoresearch import search  # noqa: E402
 
 flags.DEFINE_string('kill_at', '', 'POINT:N: SIGKILL the N-th time the search reaches POINT.')
+flags.DEFINE_string('disk_full_at', '', 'POINT:N: every write fails with ENOSPC from the N-th '
+                    'time the search reaches POINT.')
 FLAGS = flags.FLAGS
 
 
 def run(argv):
-  del argv
-  search.run(FLAGS.config, FLAGS.workdir, fault=faults.kill_at(FLAGS.kill_at))
+  fault = faults.both(faults.kill_at(FLAGS.kill_at), faults.disk_full_at(FLAGS.disk_full_at))
+  entry.MODES['search'] = functools.partial(search.run, fault=fault)
+  entry.main(argv)   # main.py's own handling of errors
 
 
 if __name__ == '__main__':

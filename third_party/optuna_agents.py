@@ -32,7 +32,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from autoresearch import agents, genotype as genotype_lib
+from autoresearch import agents, genotype as genotype_lib, workdir_io
+from autoresearch.trial_types import ConfigError
 
 DISTRIBUTIONS = {gene.name: IntDistribution(0, len(gene.values) - 1) for gene in genotype_lib.GENES}
 
@@ -53,6 +54,9 @@ class OptunaAgent:
       raise ValueError(f'unknown Optuna agent {kind!r}')
     if not workdir:
       raise ValueError(f'agent.kind={kind!r} keeps its study in the workdir; none was given')
+    if not workdir_io.is_local(workdir):   # Optuna's journal file needs local file locks
+      raise ConfigError(f'agent.kind={kind!r} keeps its study in a journal file in the '
+                        f'workdir, which must be a local folder, not {workdir}')
     self.kind, self.seed = kind, seed
     os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, f'optuna_{kind}.journal')
