@@ -291,9 +291,10 @@ def build_markdown(records: list[TrialRecord], workdir: str = '') -> str:
 # --- Writing ----------------------------------------------------------------------------
 
 
-def write_report(workdir: str) -> dict[str, Any]:
+def write_report(workdir: str, quiet: bool = False) -> dict[str, Any]:
   """Writes `workdir/progress.png` and `workdir/report.md` from trials.jsonl, prints the
-  headline as `key: value` lines and returns it (keys `HEADLINE_KEYS`).
+  headline as `key: value` lines (unless `quiet`: the search's refresh after each trial)
+  and returns it (keys `HEADLINE_KEYS`).
 
   Raises:
     FileNotFoundError: the workdir has no trials.jsonl.
@@ -306,7 +307,8 @@ def write_report(workdir: str) -> dict[str, Any]:
   fig.savefig(png, format='png')
   workdir_io.write_atomic(workdir_io.path(workdir, 'progress.png'), png.getvalue())
   workdir_io.write_atomic(workdir_io.path(workdir, 'report.md'), build_markdown(records, workdir))
-  print(format_headline(figures))
+  if not quiet:
+    print(format_headline(figures))
   return figures
 
 
