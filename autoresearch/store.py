@@ -45,12 +45,13 @@ def no_fault(point: str) -> None:
 
 
 def config_fingerprint(config) -> dict[str, str]:
-  """Hashes of the parts of the config a search's results depend on. `max_trials` and
-  the checkpoint settings may change between runs; `agent.init_from` only matters at
-  the start."""
+  """Hashes of the parts of the config a search's results depend on. `max_trials`,
+  `baseline_cache` and the checkpoint settings may change between runs;
+  `agent.init_from` only matters at the start."""
   def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-  search = {k: v for k, v in config.search.to_dict().items() if k != 'max_trials'}
+  search = {k: v for k, v in config.search.to_dict().items()
+            if k not in ('max_trials', 'baseline_cache')}
   agent = {k: v for k, v in config.agent.to_dict().items() if k != 'init_from'}
   return {
       'data': digest([config.data.to_dict(), data.SPLIT_VERSION]),

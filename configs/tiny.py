@@ -8,6 +8,7 @@ def get_config():
   config.trial.budget_seconds = 2.0    # training seconds per trial
   config.trial.val_bytes = 8_192       # bytes scored
   config.trial.eval_batch_tokens = 4_096
+  config.search.baseline_cache = 'none'   # each test measures its own baseline
   g = config.genotype
   g.n_layers = 1
   g.d_model = 32
