@@ -30,8 +30,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from autoresearch import agents, data, distributed, evaluator, follower, keep_rule, signals
-from autoresearch import genotype as genotype_lib, trial, workdir_io
+from autoresearch import agents, baseline_cache, data, distributed, evaluator, follower
+from autoresearch import genotype as genotype_lib, keep_rule, signals, trial, workdir_io
 from autoresearch.executor import ConfigError, Executor, Interrupted, Job
 from autoresearch.records import AGENT_BASELINE, TrialRecord
 from autoresearch.store import FaultHook, Store, init_policy, no_fault
@@ -105,6 +105,11 @@ class Search:
     self.space = agents.SearchSpace(self.trial_config.max_params, trial.max_step_flops(
         self.trial_config, self.executor.devices_per_trial))
     self.agent = agents.make(config.agent, config.search.seed, workdir)
+    # A stand-in runner's or an in-memory search's runs are not kept for real searches.
+    kept = runner is trial.run and isinstance(self.store, Store)
+    self.baselines = (baseline_cache.BaselineCache.for_search(
+        config, self.corpus, self.trial_config, self.executor.devices_per_trial)
+        if kept else baseline_cache.BaselineCache(None))
     self.state = SearchState(best_genotype=genotype_lib.from_config(config))
     self.evaluator_config = evaluator.EvaluatorConfig.from_config(config)
     self.calibration = evaluator.Calibration.create(self.evaluator_config)
@@ -212,13 +217,21 @@ class Search:
   # --- phases ------------------------------------------------------------------------
 
   def measure_noise(self) -> None:
-    """Trains the baseline `noise_repeats` times (K at a time); sets best_bpb and sigma."""
+    """Trains the baseline `noise_repeats` times (K at a time), reusing the runs a search
+    of the same setting kept (`baseline_cache.py`); sets best_bpb and sigma."""
     s, search = self.state, self.config.search
     while len(s.baseline_bpbs) < search.noise_repeats and self._room_left() > 0:
       first = len(s.baseline_bpbs)
       wave = min(self.executor.parallel, search.noise_repeats - first, self._room_left())
-      results = self.executor.run([Job(s.best_genotype, self.trial_config.seed + first + i,
-                                       label=f'trial {s.trials + 1 + i}') for i in range(wave)])
+      seeds = [self.trial_config.seed + first + i for i in range(wave)]
+      results = [self.baselines.get(seed) for seed in seeds]
+      reused = [r is not None for r in results]
+      fresh = [i for i in range(wave) if not reused[i]]
+      trained = self.executor.run([Job(s.best_genotype, seeds[i],
+                                       label=f'trial {s.trials + 1 + i}') for i in fresh])
+      for i, result in zip(fresh, trained):
+        results[i] = result
+        self.baselines.put(seeds[i], result)
       rows = []
       for i, result in enumerate(results):
         if result.status != 'ok':
@@ -228,7 +241,7 @@ class Search:
         self._add_repeats(s.best_genotype, [result.val_bpb])
         row = self._record(result, status='keep', agent=AGENT_BASELINE, best_bpb=s.best_bpb,
                            description=f'baseline (noise run {first + i + 1}/'
-                           f'{search.noise_repeats})')
+                           f'{search.noise_repeats}{", reused" if reused[i] else ""})')
         self.calibration.update(row, budget_seconds=self.budget)
         self.best_rows.append(row)
         rows.append(row)

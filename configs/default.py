@@ -90,6 +90,9 @@ def get_config() -> ml_collections.ConfigDict:
       seed=0,                  # agent seed
       parallel_trials=1,       # K: trials at once, each on 1/K of the devices (K proposals a round)
       progress_bar=True,       # live progress of each trial (a bar on a terminal, else logs)
+      # Baseline runs kept for the next search of the same setting (autoresearch/baseline_cache.py):
+      # '' = ~/.cache/autoresearch/baselines, 'none' = off, else a folder (local or gs://).
+      baseline_cache='',
   ))
 
   config.agent = ml_collections.ConfigDict(dict(
