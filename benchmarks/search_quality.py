@@ -1,268 +1,329 @@
-"""Search quality: the PPO agent against the baselines, same budget, same trials.
+"""Search quality: the PPO agent against the baselines and its own ablations, paired by
+seed, on a clock that does not depend on the machine's load.
 
-For each seed, and for each agent in turn (agents interleaved, so a slow spell of a
-shared machine does not fall on one agent's runs only), a fresh search runs in its own
-workdir for the same wall-clock budget on the same config: the trial runner, the
-self-evaluator, the keep rule, the ledger and the checkpoints are those of the main
-job. A run counts the trials that finished within its budget (and the noise runs of the
-baseline, which every run has, even where they outlast a short budget); the best-so-far
-val_bpb is the search's own best (noise-aware keep rule) after each of them.
+Each (arm, seed) is one fresh search in its own workdir, run with the main job's code
+(trial runner, self-evaluator, keep rule, ledger, checkpoints) until it has spent
+`run_seconds` of *modelled* time:
 
-Outputs, in --results:
-  trajectories.tsv     every trial of every run: agent, seed, trial, seconds, status,
-                       val_bpb, best_bpb
-  search_quality.png   best-so-far val_bpb against hours, one line per agent (mean over
-                       seeds) with the spread (min..max over seeds) as a band
-  table.md             agent, final best val_bpb mean ± std, improvement over the
-                       baseline, trials run, aborted %, crashed %; with the machine,
-                       the date and the preset
-  per_run/*.json       one finished run each: a rerun skips the runs already there
-The last line: `ppo_vs_best_baseline: X`, the PPO agent's mean improvement over the
-baseline genotype (its val_bpb, the mean of the noise runs) divided by the best other
-agent's.
+- Training runs on `trial.clock='flops'`: a trial trains for a fixed amount of model
+  FLOPs, so its outcome is the same on an idle or a busy machine.
+- Each trial is charged its training seconds on that clock plus the fixed costs it
+  paid, at the rate measured on the reference machine (`Preset.setup_seconds`: build,
+  compile and placement, paid by every trial that got as far as compiling;
+  `Preset.eval_seconds`: scoring, paid by every trial trained to its end; and
+  `ROW_SECONDS` of bookkeeping, paid by every row, an invalid genotype refused at once
+  included). Trials run until the charge reaches
+  `run_seconds`; the baseline's noise runs are not charged (every arm of a seed shares
+  them: the baseline cache keeps them, so they are trained once per seed).
+- Arms: ppo (the default agent), random (edits of the best), random_global, evolution,
+  tpe, cmaes, and three ablations of PPO: ppo_frozen (its pretrained policy at
+  learning rate 0), ppo_scratch (no pretrained policy), ppo_noeval (the self-evaluator
+  off). Their order is shuffled per seed.
+- The best genotype of each run at 0, 1/2 and all of its modelled time is re-trained
+  with `RETRAIN_SEEDS` fresh seeds (seeds no search used) on val and on test; a run's
+  improvement is the re-trained baseline's mean minus the re-trained best's mean (the
+  search's own estimate of its best is a maximum of noisy values, so it is not used).
 
-Presets:
-  cpu   (about 1 h 45 min on a 2-core CPU) the default config with 10 s training
-        budgets and 64 KiB of val bytes; six agents x 2 seeds x 8 min.
-  full  (accelerator hosts) configs/h100.py (300 s budgets); six agents x 3 seeds x 8 h.
-  tiny  (tests) configs/tiny.py, 1 s budgets.
+Runs go to `--lanes` worker processes, each pinned to one core with XLA on one thread,
+seeds split between them; `--check_lanes` shows that a trial gives the same val_bpb
+alone and beside a busy lane. Finished runs are kept in <results>/per_run/ and
+re-trained trials in <results>/retrain/ (an interrupted benchmark continues from its
+workdirs; another invocation with more --seeds adds runs). The statistics, table and
+plot are `search_quality_report.py`'s. Last lines: `seeds_per_agent: N` (the fewest
+finished seeds of any arm) and `ppo_vs_best_baseline_ci_low: X`, the lower end of the
+bootstrap 95% interval of PPO's re-trained improvement minus that of the best other
+(non-PPO) agent, paired by seed, bits per byte.
 
-  python benchmarks/search_quality.py --preset=cpu [--agents=ppo,random] [--seeds=2]
-      [--run_seconds=480] [--results=benchmarks/results/search_quality_cpu]
+  python benchmarks/search_quality.py --preset=cpu [--seeds=10] [--lanes=2]
+      [--arms=ppo,random] [--results=benchmarks/results/search_quality_cpu]
 """
 
 import dataclasses
-import datetime
 import json
-import math
 import os
-import platform
-import shutil
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# One XLA thread per lane: a lane's arithmetic is then the same whatever runs beside it.
+os.environ.setdefault('XLA_FLAGS', '--xla_cpu_multi_thread_eigen=false '
+                      'intra_op_parallelism_threads=1')
 
-import jax  # noqa: E402
+import filelock  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from autoresearch import ledger as ledger_lib, search  # noqa: E402
+from autoresearch import data, genotype as genotype_lib  # noqa: E402
+from autoresearch import search, trial  # noqa: E402
+from autoresearch.trial_types import TrialConfig  # noqa: E402
+from benchmarks import search_quality_report as report  # noqa: E402
 from configs import default, h100, tiny  # noqa: E402
 
-ALL_AGENTS = ('ppo', 'random', 'random_global', 'evolution', 'tpe', 'cmaes')
+AGENTS = ('ppo', 'random', 'random_global', 'evolution', 'tpe', 'cmaes')
+ABLATIONS = ('ppo_frozen', 'ppo_scratch', 'ppo_noeval')
+ARMS = AGENTS + ABLATIONS
+SNAPSHOTS = (0.0, 0.5, 1.0)     # fractions of a run's modelled time its best is read at
+RETRAIN_SEEDS = (90_001, 90_002, 90_003)   # no search trains with these
+# Modelled seconds of the bookkeeping every ledger row pays: the checkpoint save after
+# each trial (0.090 s, benchmarks/checkpoint_cost.py), the proposal and the ledger write.
+ROW_SECONDS = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
   config_module: object
-  run_seconds: float    # wall-clock seconds per run (one agent, one seed)
+  overrides: dict         # dotted config field -> value
+  run_seconds: float      # modelled seconds of agent trials per run
   seeds: int
-  overrides: dict       # dotted config field -> value
+  setup_seconds: float    # modelled seconds a trial pays before training (0: its own wall)
+  eval_seconds: float     # modelled seconds of scoring a trained trial
+  corpus: str = ''        # '' = the config's; 'pydoc' = the interpreter's reference manual
 
 
+_CPU = {'trial.clock': 'flops', 'trial.budget_seconds': 4.0, 'trial.val_bytes': 32_768,
+        'search.noise_repeats': 3}
+# setup and eval: the default baseline at this budget, alone on the idle 2-core reference
+# machine of trial.reference_flops_per_second: 10.1 s in all, of which 4.0 s training,
+# 3.6 s compile, 0.5 s evaluation and 2.0 s of building and placement.
 PRESETS = {
-    'cpu': Preset(default, 8 * 60, 2, {'trial.budget_seconds': 10.0, 'trial.val_bytes': 65_536}),
-    'full': Preset(h100, 8 * 3600, 3, {}),
-    'tiny': Preset(tiny, 20, 1, {'trial.budget_seconds': 1.0, 'search.noise_repeats': 2}),
+    'cpu': Preset(default, _CPU, 100.0, 10, 5.6, 0.5),
+    'cpu_text': Preset(default, {**_CPU, 'data.val_fraction': 0.1, 'data.test_fraction': 0.1},
+                       100.0, 10, 5.6, 0.5, corpus='pydoc'),
+    'full': Preset(h100, {'trial.clock': 'flops'}, 8 * 3600.0, 3, 0.0, 0.0),
+    'tiny': Preset(tiny, {'trial.clock': 'flops', 'trial.budget_seconds': 0.5,
+                          'search.noise_repeats': 2}, 3.0, 2, 1.0, 0.2),
 }
 
-flags.DEFINE_enum('preset', 'cpu', list(PRESETS), 'Config, budget and seeds.')
-flags.DEFINE_list('agents', list(ALL_AGENTS), f'Agents to compare, from {ALL_AGENTS}.')
-flags.DEFINE_integer('seeds', 0, 'Seeds per agent; 0: the preset\'s.')
-flags.DEFINE_float('run_seconds', 0.0, 'Wall-clock seconds per run; 0: the preset\'s.')
-flags.DEFINE_string('results', '',
-                    'Results folder; default benchmarks/results/search_quality_<preset>.')
-flags.DEFINE_string('workroot', '', 'Folder of the runs\' workdirs; default <results>/workdirs.')
+flags.DEFINE_enum('preset', 'cpu', list(PRESETS), 'Config, run length and seeds.')
+flags.DEFINE_list('arms', list(ARMS), f'Arms to run, from {ARMS}.')
+flags.DEFINE_integer('seeds', 0, 'Seeds per arm; 0: the preset\'s.')
+flags.DEFINE_integer('lanes', 2, 'Worker processes, one core each.')
+flags.DEFINE_integer('lane', -1, 'Internal: run as worker LANE of LANES.')
+flags.DEFINE_bool('check_lanes', False, 'Train one trial alone and beside a busy lane; compare.')
+flags.DEFINE_integer('trial_once', -1, 'Internal: train the baseline once with this seed, '
+                     'print its result as JSON.')
+flags.DEFINE_string('results', '', 'Results folder; default benchmarks/results/search_quality_<preset>.')
 FLAGS = flags.FLAGS
 
 
-def run_config(preset: Preset, agent: str, seed: int):
+def pydoc_corpus(folder: str) -> str:
+  """The interpreter's language reference (pydoc's topics: English prose with code), one
+  file per topic, written to `folder` once; returns it."""
+  import pydoc_data.topics
+  os.makedirs(folder, exist_ok=True)
+  for name, text in sorted(pydoc_data.topics.topics.items()):
+    path = os.path.join(folder, f'{name}.txt')
+    if not os.path.exists(path):
+      with open(path + '.tmp', 'w', encoding='utf-8') as f:
+        f.write(text)
+      os.replace(path + '.tmp', path)
+  return folder
+
+
+def base_config(preset: Preset, results: str):
+  """The preset's config, shared by every arm (before the arm's own changes)."""
   config = preset.config_module.get_config()
   for dotted, value in preset.overrides.items():
     section, field = dotted.split('.')
     config[section][field] = value
-  config.agent.kind = agent
-  config.search.seed = seed
-  config.trial.seed = 1000 * seed   # the same baseline runs for every agent of a seed
-  config.search.progress_bar = False
+  if preset.corpus == 'pydoc':
+    config.data.source, config.data.path = 'text', pydoc_corpus(os.path.join(results, 'corpus'))
+  config.search.baseline_cache = os.path.join(results, 'baseline_cache')
+  config.output.progress_bar = False
+  config.output.live_report = config.output.tensorboard = False
   return config
 
 
-def run_one(preset: Preset, agent: str, seed: int, run_seconds: float, workdir: str) -> dict:
-  """One search for `run_seconds` of wall clock; the trajectory of its finished trials."""
-  shutil.rmtree(workdir, ignore_errors=True)
-  start = time.monotonic()
-  s = search.Search(run_config(preset, agent, seed), workdir)
-  points = []
+def arm_config(config, arm: str, seed: int):
+  """The search config of one arm and seed."""
+  config = config.copy_and_resolve_references()
+  config.agent.kind = arm.split('_')[0] if arm.startswith('ppo') else arm
+  if arm == 'ppo_frozen':
+    config.agent.ppo.learning_rate = 0.0
+  if arm == 'ppo_scratch':
+    config.agent.init_from = 'none'
+  if arm == 'ppo_noeval':
+    config.evaluator.enabled = False
+  config.search.seed = seed
+  config.trial.seed = 1000 * seed   # baseline runs seeds 1000s, 1000s+1, ...; edits 1000s
+  return config
 
-  def record():
-    # results.tsv, not trials.jsonl: its rows carry no loss curves, so reading it after
-    # every trial stays cheap however many trials the run has.
-    for row in ledger_lib.read_tsv(s.store.ledger.tsv_path)[len(points):]:
-      val_bpb = float(row['val_bpb'])
-      points.append({'trial': int(row['trial']), 'seconds': time.monotonic() - start,
-                     'proposer': row['agent'], 'status': row['status'],
-                     'val_bpb': val_bpb if val_bpb > 0 else None,  # 0.000000: no score
-                     'best_bpb': float(row['best_bpb'])})
 
+def charge(row, preset: Preset) -> float:
+  """Modelled seconds of one ledger row (see the module docstring)."""
+  if preset.setup_seconds == 0.0 and preset.eval_seconds == 0.0:
+    return row.total_seconds
+  setup = preset.setup_seconds if (row.steps > 0 or row.compile_seconds > 0) else 0.0
+  return (ROW_SECONDS + row.train_seconds + setup
+          + (preset.eval_seconds if row.scored else 0.0))
+
+
+def trajectory(rows, preset: Preset) -> list[dict]:
+  """Per row up to the one that spends the run's modelled time: modelled seconds when
+  it finished (0 for the baseline's runs), status, val_bpb, the search's best after it
+  and the best genotype."""
+  spent, points, best = 0.0, [], None
+  for row in rows:
+    if spent >= preset.run_seconds:
+      break   # rows past the run's end (a run resumed under another charge)
+    if not row.is_baseline:
+      spent += charge(row, preset)
+    if row.status == 'keep':
+      best = row.genotype
+    points.append({'trial': row.trial, 'seconds': spent, 'proposer': row.agent,
+                   'status': row.status, 'val_bpb': row.val_bpb, 'best_bpb': row.best_bpb,
+                   'best_genotype': best})
+  return points
+
+
+def search_run(preset: Preset, config, arm: str, seed: int, workdir: str) -> dict:
+  """One search until its modelled time is spent (resuming its workdir if there is one)."""
+  s = search.Search(arm_config(config, arm, seed), workdir)
   try:
     s.measure_noise()
-    record()
-    baseline_bpb = s.state.best_bpb
-    while time.monotonic() - start < run_seconds:
+    while trajectory(s.store.ledger.read_records(), preset)[-1]['seconds'] < preset.run_seconds:
       s.step()
-      record()
+    rows = s.store.ledger.read_records()
   finally:
     s.store.close()
-  # The baseline's noise runs count even past the budget: every run has its baseline.
-  finished = [p for p in points if p['seconds'] <= run_seconds or p['proposer'] == 'baseline']
-  final = finished[-1]['best_bpb'] if finished else math.nan
-  return {'agent': agent, 'seed': seed, 'run_seconds': run_seconds, 'baseline_bpb': baseline_bpb,
-          'final_best_bpb': final, 'points': finished}
+  points = trajectory(rows, preset)
+  snapshots = {}
+  for fraction in SNAPSHOTS:
+    within = [p for p in points if p['seconds'] <= fraction * preset.run_seconds]
+    snapshots[str(fraction)] = within[-1]['best_genotype']
+  for p in points:
+    p['best_genotype'] = genotype_lib.genotype_id(p['best_genotype'])
+  return {'arm': arm, 'seed': seed, 'run_seconds': preset.run_seconds,
+          'baseline_bpb': float(np.mean(s.state.baseline_bpbs)),
+          'search_best_bpb': points[-1]['best_bpb'], 'points': points, 'snapshots': snapshots}
 
 
-def summarise(runs: list[dict], agent_names: list[str]) -> dict[str, dict]:
-  """Per agent: final best val_bpb (mean, std over seeds), mean improvement over the
-  baseline, trials per run, and the aborted and crashed shares of its proposals."""
-  table = {}
-  for agent in agent_names:
-    mine = [r for r in runs if r['agent'] == agent]
-    if not mine:
-      continue
-    finals = np.array([r['final_best_bpb'] for r in mine])
-    gains = np.array([r['baseline_bpb'] - r['final_best_bpb'] for r in mine])
-    statuses = [p['status'] for r in mine for p in r['points'] if p['proposer'] != 'baseline']
-    table[agent] = {
-        'runs': len(mine), 'best_mean': float(finals.mean()),
-        'best_std': float(finals.std(ddof=1)) if len(mine) > 1 else 0.0,
-        'gain_mean': float(gains.mean()),
-        'trials': float(np.mean([len(r['points']) for r in mine])),
-        'aborted': 100.0 * statuses.count('aborted') / max(1, len(statuses)),
-        'crashed': 100.0 * statuses.count('crash') / max(1, len(statuses)),
-    }
-  return table
-
-
-def ppo_vs_best_baseline(table: dict[str, dict]) -> float:
-  """PPO's mean improvement over the baseline / the best other agent's (nan without PPO
-  or without another agent; inf when no other agent improved and PPO did)."""
-  others = [row['gain_mean'] for agent, row in table.items() if agent != 'ppo']
-  if 'ppo' not in table or not others:
-    return math.nan
-  best_other, ppo = max(others), table['ppo']['gain_mean']
-  if best_other <= 0:
-    return math.inf if ppo > 0 else math.nan
-  return ppo / best_other
-
-
-def write_tsv(runs: list[dict], path: str) -> None:
-  columns = ('agent', 'seed', 'trial', 'seconds', 'proposer', 'status', 'val_bpb', 'best_bpb')
-  with open(path, 'w') as f:
-    f.write('\t'.join(columns) + '\n')
-    for run in runs:
-      for p in run['points']:
-        row = dict(p, agent=run['agent'], seed=run['seed'])
-        f.write('\t'.join('' if row[c] is None else
-                          f'{row[c]:.6f}' if isinstance(row[c], float) else str(row[c])
-                          for c in columns) + '\n')
-
-
-def best_on_grid(run: dict, grid_seconds: np.ndarray) -> np.ndarray:
-  """The run's best-so-far val_bpb at each time of the grid (nan before its first trial)."""
-  out = np.full(len(grid_seconds), np.nan)
-  for p in run['points']:
-    out[grid_seconds >= p['seconds']] = p['best_bpb']
+def retrained(genotype: dict, corpus, config, results: str) -> list[dict]:
+  """val and test bpb of `genotype` trained once per RETRAIN_SEEDS (kept in
+  <results>/retrain/, one file per genotype and seed; a lock lets one lane train it)."""
+  folder = os.path.join(results, 'retrain')
+  os.makedirs(folder, exist_ok=True)
+  out = []
+  for seed in RETRAIN_SEEDS:
+    path = os.path.join(folder, f'{genotype_lib.genotype_id(genotype)}_{seed}.json')
+    with filelock.FileLock(path + '.lock'):
+      if not os.path.exists(path):
+        cfg = dataclasses.replace(TrialConfig.from_config(config), seed=seed)
+        r = trial.run(genotype, corpus, cfg, score_test=True)
+        kept = {'status': r.status, 'val_bpb': r.val_bpb, 'test_bpb': r.test_bpb,
+                'steps': r.steps, 'reason': r.reason}
+        with open(path + '.tmp', 'w') as f:
+          json.dump(kept, f)
+        os.replace(path + '.tmp', path)
+      with open(path) as f:
+        out.append(json.load(f))
   return out
 
 
-def plot(runs: list[dict], agent_names: list[str], path: str, title: str) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-  horizon = max(r['run_seconds'] for r in runs)
-  grid = np.linspace(0, horizon, 400)
-  fig, ax = plt.subplots(figsize=(8, 5))
-  for agent in agent_names:
-    mine = [best_on_grid(r, grid) for r in runs if r['agent'] == agent]
-    if not mine:
+def work(preset: Preset, seeds: range, arms: list[str]) -> list[tuple[int, str]]:
+  """(seed, arm) in running order: seed by seed, arms shuffled per seed."""
+  items = []
+  for seed in seeds:
+    order = np.random.default_rng(seed).permutation(len(ARMS))
+    items += [(seed, ARMS[i]) for i in order if ARMS[i] in arms]
+  return items
+
+
+def run_path(results: str, arm: str, seed: int) -> str:
+  return os.path.join(results, 'per_run', f'{arm}_seed{seed}.json')
+
+
+def lane_main(preset: Preset, results: str, seeds: range, arms: list[str], lane: int,
+              lanes: int) -> None:
+  """A worker: the runs of its seeds, then the re-training of their snapshots."""
+  config = base_config(preset, results)
+  corpus = data.corpus_from_config(config)
+  trial.enable_compilation_cache(os.path.join(results, 'workdirs', 'jax_cache'), 2048.0)
+  baseline = genotype_lib.from_config(config)
+  for seed, arm in work(preset, seeds, arms):
+    if seed % lanes != lane or os.path.exists(run_path(results, arm, seed)):
       continue
-    curves = np.stack(mine)
-    ok = ~np.isnan(curves).any(axis=0)
-    hours = grid[ok] / 3600
-    line, = ax.plot(hours, curves[:, ok].mean(axis=0), label=f'{agent} ({len(mine)} seeds)')
-    ax.fill_between(hours, curves[:, ok].min(axis=0), curves[:, ok].max(axis=0),
-                    color=line.get_color(), alpha=0.15, linewidth=0)
-  ax.set_xlabel('wall-clock hours')
-  ax.set_ylabel('best-so-far val_bpb (lower is better)')
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+    start = time.monotonic()
+    run = search_run(preset, config, arm, seed,
+                     os.path.join(results, 'workdirs', f'{arm}_seed{seed}'))
+    run['retrained'] = {'baseline': retrained(baseline, corpus, config, results)}
+    for fraction, genotype in run['snapshots'].items():
+      run['retrained'][fraction] = retrained(genotype, corpus, config, results)
+    run['snapshots'] = {k: genotype_lib.genotype_id(g) for k, g in run['snapshots'].items()}
+    run['wall_seconds'] = time.monotonic() - start
+    path = run_path(results, arm, seed)
+    with open(path + '.tmp', 'w') as f:
+      json.dump(run, f)
+    os.replace(path + '.tmp', path)
+    print(f'lane {lane}: {arm} seed {seed}: {len(run["points"])} trials, re-trained gain '
+          f'{report.run_gain(run, "1.0", "val_bpb"):+.4f} bpb, {run["wall_seconds"]:.0f} s',
+          flush=True)
 
 
-def table_markdown(table: dict[str, dict]) -> list[str]:
-  lines = ['| agent | final best val_bpb (mean ± std) | improvement over baseline (bpb) | '
-           'trials per run | aborted % | crashed % |', '|---|---|---|---|---|---|']
-  for agent, row in table.items():
-    lines.append(f'| {agent} | {row["best_mean"]:.4f} ± {row["best_std"]:.4f} | '
-                 f'{row["gain_mean"]:+.4f} | {row["trials"]:.1f} | {row["aborted"]:.0f} | '
-                 f'{row["crashed"]:.0f} |')
-  return lines
+def spawn_lanes(lanes: int, extra: list[str]) -> None:
+  """Runs `lanes` workers of this script, worker i pinned to core i mod cores."""
+  cores = sorted(os.sched_getaffinity(0))
+  procs = []
+  for lane in range(lanes):
+    core = cores[lane % len(cores)]
+    procs.append(subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), f'--lane={lane}', f'--lanes={lanes}'] + extra,
+        preexec_fn=lambda core=core: os.sched_setaffinity(0, {core})))
+  codes = [p.wait() for p in procs]
+  if any(codes):
+    sys.exit(f'search_quality: a lane failed (exit codes {codes}); rerun to continue')
+
+
+def check_lanes(extra: list[str]) -> None:
+  """One trial alone on core 0, then the same trial with another training on core 1:
+  prints both results and `lanes_identical: yes|no`."""
+  cores = sorted(os.sched_getaffinity(0))
+
+  def start(seed, core):
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), f'--trial_once={seed}']
+                            + extra, stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+  alone = json.loads(start(777, cores[0]).communicate()[0].splitlines()[-1])
+  pair = [start(777, cores[0]), start(778, cores[-1])]
+  beside = json.loads(pair[0].communicate()[0].splitlines()[-1])
+  pair[1].communicate()
+  print(f'alone: {alone}')
+  print(f'beside a busy lane: {beside}')
+  print(f'lanes_identical: {"yes" if alone == beside else "no"}')
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   preset = PRESETS[FLAGS.preset]
-  unknown = sorted(set(FLAGS.agents) - set(ALL_AGENTS))
+  unknown = sorted(set(FLAGS.arms) - set(ARMS))
   if unknown:
-    raise app.UsageError(f'unknown agents {unknown}; known: {ALL_AGENTS}')
-  seeds = FLAGS.seeds or preset.seeds
-  run_seconds = FLAGS.run_seconds or preset.run_seconds
-  results = FLAGS.results or os.path.join('benchmarks', 'results', f'search_quality_{FLAGS.preset}')
-  workroot = FLAGS.workroot or os.path.join(results, 'workdirs')
+    raise app.UsageError(f'unknown arms {unknown}; known: {ARMS}')
+  results = os.path.abspath(FLAGS.results or os.path.join(
+      'benchmarks', 'results', f'search_quality_{FLAGS.preset}'))
   os.makedirs(os.path.join(results, 'per_run'), exist_ok=True)
+  seeds = range(FLAGS.seeds or preset.seeds)
+  if FLAGS.trial_once >= 0:
+    config = base_config(preset, results)
+    cfg = dataclasses.replace(TrialConfig.from_config(config), seed=FLAGS.trial_once)
+    r = trial.run(genotype_lib.from_config(config), data.corpus_from_config(config), cfg)
+    print(json.dumps({'val_bpb': r.val_bpb, 'steps': r.steps, 'loss': r.final_train_loss}))
+    return
+  if FLAGS.check_lanes:
+    check_lanes([f'--preset={FLAGS.preset}', f'--results={results}'])
+    return
+  if FLAGS.lane >= 0:
+    lane_main(preset, results, seeds, FLAGS.arms, FLAGS.lane, FLAGS.lanes)
+    return
   started = time.time()
-  runs = []
-  for seed in range(seeds):
-    for agent in FLAGS.agents:
-      path = os.path.join(results, 'per_run', f'{agent}_seed{seed}.json')
-      if os.path.exists(path):
-        with open(path) as f:
-          run = json.load(f)
-        if run['run_seconds'] == run_seconds:
-          runs.append(run)
-          continue
-      run = run_one(preset, agent, seed, run_seconds, os.path.join(workroot, f'{agent}_seed{seed}'))
-      with open(path + '.tmp', 'w') as f:
-        json.dump(run, f)
-      os.replace(path + '.tmp', path)
-      runs.append(run)
-      print(f'{agent} seed {seed}: {len(run["points"])} trials, baseline '
-            f'{run["baseline_bpb"]:.4f} -> best {run["final_best_bpb"]:.4f}', flush=True)
-
-  table = summarise(runs, FLAGS.agents)
-  ratio = ppo_vs_best_baseline(table)
-  write_tsv(runs, os.path.join(results, 'trajectories.tsv'))
-  minutes = run_seconds / 60
-  plot(runs, FLAGS.agents, os.path.join(results, 'search_quality.png'),
-       f'preset {FLAGS.preset}: {seeds} seed(s) x {minutes:g} min per agent')
-  header = [
-      f'# Search quality, preset `{FLAGS.preset}`', '',
-      f'- date: {datetime.date.today().isoformat()}; machine: {platform.machine()}, '
-      f'{os.cpu_count()} CPU cores, JAX {jax.__version__} on {jax.default_backend()} '
-      f'({jax.devices()[0].device_kind})',
-      f'- {seeds} seed(s) x {minutes:g} min of wall clock per agent, agents interleaved; '
-      f'config overrides {preset.overrides or "none"}',
-      f'- this invocation: {(time.time() - started) / 60:.0f} min', '']
-  lines = header + table_markdown(table) + ['', f'ppo_vs_best_baseline: {ratio:.3f}']
-  with open(os.path.join(results, 'table.md'), 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  print('\n'.join(table_markdown(table)))
-  print(f'ppo_vs_best_baseline: {ratio:.3f}')
+  spawn_lanes(FLAGS.lanes, [f'--preset={FLAGS.preset}', f'--arms={",".join(FLAGS.arms)}',
+                            f'--seeds={len(seeds)}', f'--results={results}'])
+  runs = [json.load(open(run_path(results, arm, seed))) for seed, arm in work(
+      preset, seeds, FLAGS.arms) if os.path.exists(run_path(results, arm, seed))]
+  for line in report.write(runs, FLAGS.arms, results, FLAGS.preset, preset,
+                           time.time() - started):
+    print(line)
 
 
 if __name__ == '__main__':

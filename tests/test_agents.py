@@ -1,5 +1,6 @@
 """The agents behind the one interface: valid proposals, learning signal, state round trips."""
 
+import json
 import math
 import os
 import subprocess
@@ -149,19 +150,33 @@ def test_state_round_trips_through_the_checkpoint(tmp_path, kind):
 
 
 @pytest.mark.slow
-def test_tiny_benchmark_writes_the_tsv_the_plot_and_the_last_line(tmp_path):
+def test_tiny_benchmark_pairs_seeds_retrains_and_resumes(tmp_path):
   results = tmp_path / 'results'
-  proc = subprocess.run(
-      [sys.executable, 'benchmarks/search_quality.py', '--preset=tiny', '--agents=ppo,random',
-       '--run_seconds=20', f'--results={results}'],
-      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  command = [sys.executable, 'benchmarks/search_quality.py', '--preset=tiny',
+             '--arms=ppo,random', '--seeds=2', '--lanes=2', f'--results={results}']
+  proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  last = proc.stdout.strip().splitlines()[-1]
-  assert last.startswith('ppo_vs_best_baseline: ')
-  float(last.split(': ')[1])  # a number (nan when neither agent improved)
+  lines = proc.stdout.strip().splitlines()
+  assert lines[-2] == 'seeds_per_agent: 2'
+  assert lines[-1].startswith('ppo_vs_best_baseline_ci_low: ')
+  float(lines[-1].split(': ')[1])
+  runs = sorted((results / 'per_run').glob('*.json'))
+  assert [p.name for p in runs] == ['ppo_seed0.json', 'ppo_seed1.json', 'random_seed0.json',
+                                    'random_seed1.json']
+  run = json.loads(runs[0].read_text())
+  assert set(run['retrained']) == {'baseline', '0.0', '0.5', '1.0'}
+  assert all(len(v) == 3 and v[0]['test_bpb'] > 0 for v in run['retrained'].values())
+  assert run['retrained']['0.0'] == run['retrained']['baseline']   # at 0 the best is the baseline
+  # Every arm of a seed shares the baseline's noise runs (the baseline cache).
+  other = json.loads((results / 'per_run' / 'random_seed0.json').read_text())
+  assert run['baseline_bpb'] == other['baseline_bpb']
   rows = (results / 'trajectories.tsv').read_text().splitlines()
-  assert rows[0].split('\t')[:3] == ['agent', 'seed', 'trial']
-  assert {r.split('\t')[0] for r in rows[1:]} == {'ppo', 'random'}
+  assert rows[0].split('\t')[:3] == ['arm', 'seed', 'trial']
   assert (results / 'search_quality.png').stat().st_size > 10_000
   table = (results / 'table.md').read_text()
-  assert '| ppo |' in table and '| random |' in table and last in table
+  assert '| ppo | 2 |' in table and '| random | 2 |' in table and lines[-1] in table
+  # A second invocation finds every run finished: it trains nothing and says the same.
+  stamps = [p.stat().st_mtime_ns for p in runs]
+  again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+  assert again.returncode == 0 and again.stdout.strip().splitlines()[-2:] == lines[-2:]
+  assert [p.stat().st_mtime_ns for p in runs] == stamps and 'trial 1 |' not in again.stdout
