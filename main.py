@@ -8,7 +8,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from autoresearch import data, distributed, genotype, modes, policies, pretrain
+from autoresearch import console, data, distributed, genotype, modes, policies, pretrain
 from autoresearch import report, search, trial_types, workdir_io
 
 MODES = {'search': search.run, 'trial': modes.run_trial, 'report': report.main,
@@ -28,9 +28,9 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if FLAGS.genotype:
     FLAGS.config.genotype_json = FLAGS.genotype
+  console.configure(FLAGS, quiet=FLAGS.quiet)  # library chatter off unless -v/--verbosity
   if FLAGS.quiet:
-    logging.set_verbosity(logging.WARNING)
-    FLAGS.config.search.progress_bar = False
+    FLAGS.config.output.progress_bar = FLAGS.config.output.best_block = False
   distributed.initialize(FLAGS.config)  # several hosts: config.distributed or the environment
   modes.log_devices()
   try:

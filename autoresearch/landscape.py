@@ -194,7 +194,7 @@ def search_config(config, seed: int, max_trials: int):
   no progress bar, no self-evaluator (a landscape trial has no loss curve to watch)."""
   config = config.copy_and_resolve_references()
   config.search.seed, config.search.max_trials = seed, max_trials
-  config.search.progress_bar = False
+  config.output.progress_bar = False
   config.evaluator.enabled = False
   return config
 

@@ -101,7 +101,7 @@ class Search:
     self.stop = signals.GracefulStop(config.checkpoint.grace_seconds,
                                      'stopping the trial in flight; the saved state is complete')
     self.executor = Executor(self.corpus, self.trial_config, config.search.parallel_trials,
-                             config.search.progress_bar, self.stop, runner, fault)
+                             config.output.progress_bar, self.stop, runner, fault)
     self.space = agents.SearchSpace(self.trial_config.max_params, trial.max_step_flops(
         self.trial_config, self.executor.devices_per_trial))
     self.agent = agents.make(config.agent, config.search.seed, workdir)

@@ -89,7 +89,6 @@ def get_config() -> ml_collections.ConfigDict:
       reward_clip=search_reward_clip,  # sigma units: an edit's reward is log1p(its gain over the best / sigma, in [0, this])
       seed=0,                  # agent seed
       parallel_trials=1,       # K: trials at once, each on 1/K of the devices (K proposals a round)
-      progress_bar=True,       # live progress of each trial (a bar on a terminal, else logs)
       # Baseline runs kept for the next search of the same setting (autoresearch/baseline_cache.py):
       # '' = ~/.cache/autoresearch/baselines, 'none' = off, else a folder (local or gs://).
       baseline_cache='',
@@ -165,6 +164,15 @@ def get_config() -> ml_collections.ConfigDict:
       keep=3,                  # checkpoints kept (the newest; older ones are deleted)
       grace_seconds=30.0,      # seconds from SIGTERM/SIGINT to exit
       allow_config_change=False,  # resume even if data/trial/search/agent config changed
+  ))
+  # What a person sees while the search runs; none of it changes a result, so none of it
+  # is part of the config fingerprint a resumed search is checked against.
+  config.output = ml_collections.ConfigDict(dict(
+      progress_bar=True,       # live progress of each trial (a tqdm bar on a terminal, else logs)
+      best_block=True,         # at each new best, a short block on stdout: what changed, by how many σ
+      live_report=True,        # refresh workdir/progress.png and report.md after every trial
+      report_overhead=0.05,    # fraction of the search's time the refresh may take at most
+      tensorboard=True,        # scalars per trial in workdir/tensorboard (when tensorboardX is installed)
   ))
   # JAX's compilation cache (workdir/jax_cache; a gs:// workdir's stays on this host):
   # past this size the least recently used entries are deleted. 0 = no cache.

@@ -78,7 +78,7 @@ def test_the_runner_crashes_invalid_genotypes_and_the_crash_region_and_is_seeded
 def test_the_real_search_loop_runs_on_a_landscape(tmp_path):
   config = default.get_config()
   config.search.max_trials = 20
-  config.search.progress_bar = False
+  config.output.progress_bar = False
   config.evaluator.enabled = False
   config.agent.kind = 'random'
   land = landscape.draw(jax.random.key(11))
