@@ -27,6 +27,7 @@ from typing import Any, Callable, NamedTuple, Optional
 
 CLOCKS = ('wall', 'flops')
 COMPUTE_DTYPES = ('float32', 'bfloat16')
+ATTENTIONS = ('auto', 'explicit', 'xla', 'cudnn')  # models.attention.ATTENTIONS (no JAX here)
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,8 @@ _RULES = {
     'max_steps': (_nonnegative_int, 'a whole number >= 0 (0: no cap)'),
     'clock': (lambda x: x in CLOCKS, f'one of {CLOCKS}'),
     'reference_flops_per_second': (lambda x: _finite(x) and x > 0, 'a finite FLOP/s > 0'),
+    'attention': (lambda x: x in ATTENTIONS, f'one of {ATTENTIONS}'),
+    'sync_steps': (lambda x: _nonnegative_int(x) and x > 0, 'a whole number of steps > 0'),
 }
 
 
@@ -76,6 +79,8 @@ class TrialConfig:
   seed: int                  # parameter init and batch sampling
   clock: str                 # what a training second is: 'wall' | 'flops' (module docstring)
   reference_flops_per_second: float  # FLOP/s; under clock='flops' a second is this many FLOPs
+  attention: str             # attention kernel: 'auto' (the backend's faster) | explicit | xla | cudnn
+  sync_steps: int            # steps; on several hosts process 0's plan is shared once per this many
 
   def __post_init__(self):
     problems = [f'trial.{name}={getattr(self, name)!r} must be {what}'

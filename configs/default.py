@@ -78,6 +78,8 @@ def get_config() -> ml_collections.ConfigDict:
       # alone on this idle 2-core CPU (1,369 steps a minute = 1.29e11; today's rate:
       # benchmarks/clock_noise.py's idle_wall_flops_per_second).
       reference_flops_per_second=1.3e11,
+      attention='auto',        # attention kernel: 'auto' (per backend) | 'explicit' | 'xla' | 'cudnn'
+      sync_steps=16,           # steps; several hosts share process 0's stop and progress this often
   ))
 
   search_reward_clip = ml_collections.FieldReference(100.0)  # shared with agent.dyna

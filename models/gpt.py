@@ -21,8 +21,10 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
+
+from models.attention import (ATTENTIONS, CUDNN_DTYPES, attention_kind, explicit_attention,
+                              library_attention, rope_tables)
 
 ACTIVATIONS = ('relu2', 'gelu', 'swiglu')
 NORMS = ('rms', 'rms_scale', 'layernorm')
@@ -53,6 +55,7 @@ class GPTConfig:
   tie_embeddings: bool = False  # lm head reuses the token embedding
   zero_init_proj: bool = False  # zero-init attention and MLP output projections
   compute_dtype: str = 'float32'  # activations dtype; parameters stay float32
+  attention: str = 'auto'      # attention kernel (ATTENTIONS); the same function, any kernel
 
   @property
   def head_dim(self) -> int:
@@ -102,6 +105,9 @@ def validate(cfg: GPTConfig) -> None:
        f'short_window={cfg.short_window} must be in [1, seq_len={cfg.seq_len}]'),
       (cfg.logit_softcap >= 0, f'logit_softcap={cfg.logit_softcap} must be >= 0'),
       (cfg.mlp_ratio > 0, f'mlp_ratio={cfg.mlp_ratio} must be > 0'),
+      (cfg.attention in ATTENTIONS, f'attention={cfg.attention!r} not in {ATTENTIONS}'),
+      (cfg.attention != 'cudnn' or cfg.compute_dtype in CUDNN_DTYPES,
+       f'attention=cudnn needs a compute_dtype in {CUDNN_DTYPES}, got {cfg.compute_dtype!r}'),
   ]
   for ok, reason in checks:
     if not ok:
@@ -138,35 +144,6 @@ def rms_normalize(x):
   return (x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), -1, keepdims=True) + 1e-6)).astype(x.dtype)
 
 
-def rope_tables(t_len: int, dim: int, base: float):
-  """RoPE as numpy constants (T, E): rope(x) = x * cos + rotate_half(x) * sin, with
-  rotate_half(x) = [x2, x1] (halves swapped) and its sign folded into `sin`."""
-  inv_freq = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
-  angles_TxE2 = np.arange(t_len, dtype=np.float64)[:, None] * inv_freq[None, :]
-  cos, sin = np.cos(angles_TxE2), np.sin(angles_TxE2)
-  return (np.concatenate([cos, cos], -1).astype(np.float32),
-          np.concatenate([-sin, sin], -1).astype(np.float32))
-
-
-def apply_rope(x_xTxE, cos_TxE, sin_TxE, scale: float = 1.0):
-  """Rotary embedding (rotating halves) of x (..., T, E), times `scale`, in float32.
-  One elementwise pass and one concatenate: XLA's CPU backend fuses it far better than
-  rotating each half separately."""
-  lead = (1,) * (x_xTxE.ndim - 2)
-  cos, sin = cos_TxE.reshape(lead + cos_TxE.shape), sin_TxE.reshape(lead + sin_TxE.shape)
-  x = x_xTxE.astype(jnp.float32)
-  if scale != 1.0:
-    x = x * scale
-  x1, x2 = jnp.split(x, 2, axis=-1)
-  return (x * cos + jnp.concatenate([x2, x1], axis=-1) * sin).astype(x_xTxE.dtype)
-
-
-def attention_mask(t_len: int, window: int):
-  """Boolean (T, T): query t sees keys s with 0 <= t - s < window."""
-  delta = jnp.arange(t_len)[:, None] - jnp.arange(t_len)[None, :]
-  return (delta >= 0) & (delta < window)
-
-
 class Linear(nnx.Module):
   """y = x @ W with W of shape (fan_in, fan_out); no bias (as in the reference recipes)."""
 
@@ -199,11 +176,12 @@ class Attention(nnx.Module):
     # Gate of the value embedding: one scalar per kv head, 2*sigmoid(0) = 1 at init.
     self.ve_gate = Linear(d, cfg.n_kv_heads, 0.0, dtype, rngs) if value_embed else None
 
-  def __call__(self, x_BxTxD, ve_BxTxKE=None):
+  def __call__(self, x_BxTxD, ve_BxTxKE=None, rope=None):
+    """`rope`: the (cos, sin) tables of the sequence, (T, E) each, or None (learned
+    positions)."""
     cfg = self.cfg
     b, t, _ = x_BxTxD.shape
     h, k, e = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    g = h // k
     q_BxTxHxE = self.q(x_BxTxD).reshape(b, t, h, e)
     k_BxTxKxE = self.k(x_BxTxD).reshape(b, t, k, e)
     v_BxTxKxE = self.v(x_BxTxD).reshape(b, t, k, e)
@@ -212,31 +190,12 @@ class Attention(nnx.Module):
       v_BxTxKxE = v_BxTxKxE + gate_BxTxK[..., None] * ve_BxTxKE.reshape(b, t, k, e)
     if cfg.qk_norm:
       q_BxTxHxE, k_BxTxKxE = rms_normalize(q_BxTxHxE), rms_normalize(k_BxTxKxE)
-    # Group query heads by their kv head: (B, K, G, T, E) with G = H / K.
-    q_BxKxGxTxE = q_BxTxHxE.reshape(b, t, k, g, e).transpose(0, 2, 3, 1, 4)
-    k_BxKxTxE = k_BxTxKxE.transpose(0, 2, 1, 3)
-    v_BxKxTxE = v_BxTxKxE.transpose(0, 2, 1, 3)
-    # The 1/sqrt(E) score scale goes on q (T x E) rather than on the scores (T x T).
-    scale = e ** -0.5
-    if cfg.position == 'rope':
-      cos_TxE, sin_TxE = rope_tables(t, e, cfg.rope_base)
-      q_BxKxGxTxE = apply_rope(q_BxKxGxTxE, cos_TxE, sin_TxE, scale)
-      k_BxKxTxE = apply_rope(k_BxKxTxE, cos_TxE, sin_TxE)
+    kind = attention_kind(cfg.attention, cfg.compute_dtype, e)
+    if kind == 'explicit':
+      out_BxTxHxE = explicit_attention(q_BxTxHxE, k_BxTxKxE, v_BxTxKxE, self.window, rope)
     else:
-      q_BxKxGxTxE = (q_BxKxGxTxE.astype(jnp.float32) * scale).astype(q_BxKxGxTxE.dtype)
-    scores = jnp.einsum('bkgte,bkse->bkgts', q_BxKxGxTxE, k_BxKxTxE,
-                        preferred_element_type=jnp.float32)
-    mask_1x1x1xTxT = attention_mask(t, self.window)[None, None, None]
-    scores = jnp.where(mask_1x1x1xTxT, scores, jnp.finfo(jnp.float32).min)
-    # Softmax with its normalisation deferred to the (T, E) output, as flash attention
-    # does: the (T, T) weights are never divided, one full pass over them fewer.
-    weights = jnp.exp(scores - jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True)))
-    out_BxKxGxTxE = jnp.einsum('bkgts,bkse->bkgte', weights.astype(v_BxKxTxE.dtype), v_BxKxTxE,
-                               preferred_element_type=jnp.float32)
-    out_BxKxGxTxE = (out_BxKxGxTxE / jnp.sum(weights, axis=-1, keepdims=True)).astype(
-        v_BxKxTxE.dtype)
-    out_BxTxHE = out_BxKxGxTxE.transpose(0, 3, 1, 2, 4).reshape(b, t, h * e)
-    return self.o(out_BxTxHE)
+      out_BxTxHxE = library_attention(q_BxTxHxE, k_BxTxKxE, v_BxTxKxE, self.window, rope, kind)
+    return self.o(out_BxTxHxE.reshape(b, t, h * e))
 
 
 class MLP(nnx.Module):
@@ -268,8 +227,8 @@ class Block(nnx.Module):
     self.mlp_norm = Norm(cfg.norm, cfg.d_model)
     self.mlp = MLP(cfg, rngs)
 
-  def __call__(self, x_BxTxD, ve_BxTxKE=None):
-    x_BxTxD = x_BxTxD + self.attn(self.attn_norm(x_BxTxD), ve_BxTxKE)
+  def __call__(self, x_BxTxD, ve_BxTxKE=None, rope=None):
+    x_BxTxD = x_BxTxD + self.attn(self.attn_norm(x_BxTxD), ve_BxTxKE, rope)
     return x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD))
 
 
@@ -311,13 +270,16 @@ class GPT(nnx.Module):
       x_BxTxD = x_BxTxD + self.pos_embed[...][:t][None]
     x_BxTxD = rms_normalize(x_BxTxD).astype(dtype)
     x0_BxTxD = x_BxTxD
+    # One pair of RoPE tables for every layer (one constant each in the program).
+    rope = (None if cfg.position != 'rope' else
+            tuple(jnp.asarray(a) for a in rope_tables(t, cfg.head_dim, cfg.rope_base)))
     for i, block in enumerate(self.blocks):
       if self.lambda_res is not None:
         x_BxTxD = (self.lambda_res[...][i] * x_BxTxD + self.lambda_0[...][i] * x0_BxTxD).astype(dtype)
       ve = None
       if str(i) in self.value_embed:
         ve = jnp.take(self.value_embed[str(i)][...], tokens_BxT, axis=0).astype(dtype)
-      x_BxTxD = block(x_BxTxD, ve)
+      x_BxTxD = block(x_BxTxD, ve, rope)
     x_BxTxD = self.final_norm(x_BxTxD)
     head_DxV = self.embed[...].T if self.lm_head is None else self.lm_head[...]
     logits_BxTxV = jnp.dot(x_BxTxD.astype(dtype), head_DxV.astype(dtype),

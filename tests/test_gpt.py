@@ -38,25 +38,20 @@ def _input_gradients(cfg: gpt.GPTConfig, position: int, jit: bool):
   return per_position
 
 
-@pytest.mark.parametrize('jit', [True, False])
+@pytest.mark.parametrize('jit,kernel', [(True, 'explicit'), (False, 'explicit'), (True, 'xla')])
 @pytest.mark.parametrize('position_kind', ['rope', 'learned'])
 @pytest.mark.parametrize('window_pattern', ['L', 'SL'])
-def test_output_depends_only_on_the_past(jit, position_kind, window_pattern):
+def test_output_depends_only_on_the_past(jit, kernel, position_kind, window_pattern):
   cfg = dataclasses.replace(TINY, position=position_kind, window_pattern=window_pattern,
-                            value_embeds=True, residual_mix=True)
+                            value_embeds=True, residual_mix=True, attention=kernel)
   t = 9
   per_position = _input_gradients(cfg, t, jit)
   assert np.all(per_position[t + 1:] == 0.0), per_position
   assert np.all(per_position[:t + 1] > 0.0), per_position
 
 
-def test_attention_mask_is_a_causal_window():
-  mask = np.asarray(gpt.attention_mask(8, 3))
-  for q in range(8):
-    assert [k for k in range(8) if mask[q, k]] == list(range(max(0, q - 2), q + 1))
-
-
-def test_short_window_layers_limit_the_receptive_field():
+@pytest.mark.parametrize('kernel', ['explicit', 'xla'])
+def test_short_window_layers_limit_the_receptive_field(kernel):
   # Three short layers of window 3 then the (always full) last layer: position t sees
   # the last layer's full context, so check the short layers through a model whose last
   # layer is short too, by subclassing the config's window rule.
@@ -65,7 +60,7 @@ def test_short_window_layers_limit_the_receptive_field():
       return (self.short_window,) * self.n_layers
 
   cfg = AllShort(**dataclasses.asdict(dataclasses.replace(
-      TINY, n_layers=2, window_pattern='S', short_window=3)))
+      TINY, n_layers=2, window_pattern='S', short_window=3, attention=kernel)))
   t = 10
   per_position = _input_gradients(cfg, t, jit=True)
   # Two layers of window 3 reach back 2 + 2 positions.
