@@ -242,14 +242,26 @@ class Calibration:
                                        self.ref_targets if paired else None)
     return self._models[k, paired]
 
+  def _checkpoint(self, progress: float, reference: Optional[Reference]):
+    """(k, paired): the checkpoint a prediction at `progress` uses, and whether it can be
+    paired with `reference` there."""
+    k = int(np.searchsorted(self.checkpoints, progress + 1e-6, side='right')) - 1
+    k = min(max(k, 0), len(self.checkpoints) - 1)
+    paired = reference is not None and bool(np.all(np.isfinite(reference.features[k])))
+    return k, paired
+
+  def calibrated(self, progress: float, reference: Optional[Reference] = None) -> bool:
+    """Whether a prediction at `progress` has a learnt std (else it is prior_std)."""
+    k, paired = self._checkpoint(progress, reference)
+    model = self._model(k, paired) if progress >= self.checkpoints[0] - 1e-6 else None
+    return model is not None and model[0] >= self.cfg.min_history
+
   def predict(self, features: np.ndarray, progress: float,
               reference: Optional[Reference] = None) -> tuple[float, float]:
     """(mean, std) of the final val_bpb for features (2,) nats taken at `progress`, paired
     with `reference` when given."""
     x_2 = np.asarray(features, np.float64) / LN2
-    k = int(np.searchsorted(self.checkpoints, progress + 1e-6, side='right')) - 1
-    k = min(max(k, 0), len(self.checkpoints) - 1)
-    paired = reference is not None and bool(np.all(np.isfinite(reference.features[k])))
+    k, paired = self._checkpoint(progress, reference)
     if paired:
       x_2 = x_2 - reference.features[k] / LN2
     base = x_2[0] + (reference.bpb if paired else 0.0)   # the plain extrapolation

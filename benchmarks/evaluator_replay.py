@@ -31,19 +31,19 @@ The replayed search, per file:
 
 Costs: a trial that runs to the end costs its recorded total_seconds; a stopped one
 costs everything but the training time it did not spend and its eval (total - train -
-eval + the training seconds at the stop): compile plus the trial's setup, which it pays
-too. The time spent in the method itself (fits, calibration, Optuna's bookkeeping),
+eval + the training seconds at the stop, on the machine's seconds: under the flops clock
+the same fraction of `wall_train_seconds`): compile plus the trial's setup, which it
+pays too. The time spent in the method itself (fits, calibration, Optuna's bookkeeping),
 measured here on the host, is added serially; online the fits overlap the device's
 steps, so this is an upper bound.
 
-Metrics (each method has its own best trajectory, since a stopped trial never becomes
-the best):
-* speedup: total wall seconds without the method / with it (trials per hour x).
-* false-kill rate: stopped trials whose recorded val_bpb was below the best at that time
-  / all trials whose recorded val_bpb was below the best at that time (0/0 is 0).
-* aborted %: stopped trials / searched trials (first runs: not baseline, not re-runs).
-* MAE@25% and @50%: |predicted - recorded val_bpb| of the evaluator's prediction at the
-  25% and 50% checkpoints, over the searched trials where it made one (stopped too).
+Metrics (benchmarks/replay_metrics.py): speedup; false kills against one set of
+winners for every method, the searched trials that beat the best of the unstopped
+search (the replay with no method) when they ran, with the Wilson 95% upper bound;
+aborted % of searched trials (first runs: not baseline, not re-runs); for the
+evaluator, MAE at 10, 25 and 50% of the budget and the coverage of its 90% interval.
+Each method keeps its own best trajectory (a stopped trial never becomes the best),
+but its false kills are counted on the common winners.
 
 Optuna's MedianPruner and SuccessiveHalvingPruner see, at the evaluator's checkpoints
 (step k = k·check_every of the budget), the mean of the recorded training loss over the
@@ -54,17 +54,20 @@ not in successive halving's rungs). Rows: Optuna's defaults, and a setting for a
 ~100-trial search: warm-up to the evaluator's default min_progress and, for the median,
 10 completed trials first. The sweep adds more cautious settings (median: 10 or 20
 start-up trials x 4, 8 or 12 warm-up checkpoints; successive halving: min_resource 4, 8
-or 12 x min_early_stopping_rate 0, 1 or 2), and a line per pruner names its fastest row
-with a false-kill rate of at most 5%: the pruners' best case, picked in hindsight on
-these curves, to set beside the evaluator's fixed default.
+or 12 x min_early_stopping_rate 0, 1 or 2) and, for the evaluator, one knob at a time
+(delta x confirm, min_progress, the keep margin, the checkpoint schedule). A line per
+family (evaluator, median, successive halving) names its fastest row with a false-kill
+rate of at most 5%: each family's best case, picked the same way in hindsight on these
+curves, beside the evaluator's fixed default.
 
 An oracle row bounds every method that may stop only after its `min_progress` (one row
 per min_progress of the evaluator rows): it knows the recorded finals and stops, at
 `min_progress`, each trial that will not beat the best (so it has no false kill). Its
 speedup is the most such a method can reach on these curves, whatever its predictions.
 
-Prints the trials, budget and sources, the table, then `speedup: X` and
-`false_kill_rate: Y` (the evaluator at its default EvaluatorConfig) as the last lines.
+Prints the trials, budget and sources, the table, then `speedup: X`,
+`false_kill_rate: Y` and `false_kill_upper95: Z` (the evaluator at its default
+EvaluatorConfig) as the last lines.
 """
 
 from __future__ import annotations
@@ -84,14 +87,17 @@ import numpy as np  # noqa: E402
 from autoresearch import evaluator, keep_rule, ledger  # noqa: E402
 from autoresearch.records import TrialRecord  # noqa: E402
 from benchmarks.replay_methods import (  # noqa: E402
-    EVALUATOR_DEFAULTS, PREDICTION_POINTS, EvaluatorMethod, OptunaMethod, OracleMethod)
+    EVALUATOR_DEFAULTS, EvaluatorMethod, NeverStop, OptunaMethod, OracleMethod)
+from benchmarks.replay_metrics import (  # noqa: E402
+    MAX_FALSE_KILL_RATE, Metrics, best_within, summary, table)
 from configs import default  # noqa: E402
 
 SWEEP_DELTAS = (0.01, 0.05, 0.1)   # P(beats the best) thresholds of the sweep rows
 SWEEP_CONFIRMS = (1, 2)            # consecutive hopeless checks of the sweep rows
 SWEEP_MIN_PROGRESS = (0.1, 0.15, 0.2)   # earliest predicted-bpb stops of the sweep rows
+SWEEP_MARGINS = (0.5, 1.0)         # keep margins (sigma) of the sweep rows
+SWEEP_CHECK_EVERY = (0.1,)         # checkpoint schedules (fractions of the budget) swept
 PRUNER_WARMUPS = (4, 8, 12)        # Optuna sweep rows: checkpoints before a first prune
-MAX_FALSE_KILL_RATE = 0.05         # the constraint of the "fastest within" summary lines
 
 
 # --- the recorded searches --------------------------------------------------------------
@@ -127,54 +133,33 @@ class RecordedSearch:
 
 
 def stop_cost(record: TrialRecord, stop_seconds: float) -> float:
-  """Wall seconds of a trial stopped after `stop_seconds` of training (see the docstring)."""
-  total = record.total_seconds
-  setup = total - record.train_seconds - record.eval_seconds
-  return min(max(setup, 0.0) + stop_seconds, total) if total else stop_seconds
-
-
-# --- metrics -------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Metrics:
-  """What one method did on one or more searches (sums, so files pool by addition)."""
-  seconds_without: float = 0.0
-  seconds_with: float = 0.0     # the trials' own seconds with the method
-  method_seconds: float = 0.0   # measured time in the method's own code
-  searched: int = 0
-  aborted: int = 0
-  better: int = 0               # trials whose recorded val_bpb beat the best at the time
-  killed_better: int = 0
-  new_bests: int = 0
-  errors: dict = dataclasses.field(
-      default_factory=lambda: {p: [] for p in PREDICTION_POINTS})
-
-  def __add__(self, other: 'Metrics') -> 'Metrics':
-    sums = {f.name: getattr(self, f.name) + getattr(other, f.name)
-            for f in dataclasses.fields(self) if f.name != 'errors'}
-    return Metrics(**sums, errors={p: self.errors[p] + other.errors[p] for p in self.errors})
-
-  @property
-  def speedup(self) -> float:
-    spent = self.seconds_with + self.method_seconds
-    return self.seconds_without / spent if spent else 1.0
-
-  @property
-  def false_kill_rate(self) -> float:
-    return self.killed_better / self.better if self.better else 0.0   # 0/0 counts as 0
-
-  @property
-  def aborted_fraction(self) -> float:
-    return self.aborted / self.searched if self.searched else 0.0
-
-  def mae(self, point: float) -> Optional[float]:
-    return float(np.mean(self.errors[point])) if self.errors[point] else None
+  """Wall seconds of a trial stopped after `stop_seconds` of training on its clock (see
+  the docstring). Under the flops clock the machine's training seconds differ from the
+  clock's: the stop saves the same fraction of the machine's seconds."""
+  total, train = record.total_seconds, record.train_seconds
+  wall_train = record.wall_train_seconds or train
+  setup = total - wall_train - record.eval_seconds
+  spent = stop_seconds * wall_train / train if train > 0 else stop_seconds
+  return min(max(setup, 0.0) + spent, total) if total else spent
 
 
 # --- the replay ----------------------------------------------------------------------------
 
-def replay_search(method, search: RecordedSearch, keep_alpha: float) -> Metrics:
-  """Runs `method` over one recorded search in order (see the module docstring)."""
+def winners(search: RecordedSearch, keep_alpha: float) -> set:
+  """Trial numbers of the searched trials whose recorded val_bpb beat the best of the
+  unstopped search when it ran them: the false-kill denominator of every method."""
+  found = set()
+  replay_search(NeverStop(), search, keep_alpha, found_winners=found)
+  return found
+
+
+def replay_search(method, search: RecordedSearch, keep_alpha: float,
+                  winning: Optional[set] = None, found_winners: Optional[set] = None) -> Metrics:
+  """Runs `method` over one recorded search in order (see the module docstring).
+  `winning`: the trials counted as winners (default: `winners(search)`);
+  `found_winners`: a set that gets the trials that beat this replay's own best."""
+  if winning is None and found_winners is None:
+    winning = winners(search, keep_alpha)
   metrics = Metrics()
 
   def timed(fn, *args):
@@ -208,13 +193,16 @@ def replay_search(method, search: RecordedSearch, keep_alpha: float) -> Metrics:
     ran_on = outcome.stop_seconds is None
     metrics.seconds_with += seconds(record) if ran_on else stop_cost(record,
                                                                      outcome.stop_seconds)
-    beats_best = record.scored and record.val_bpb < best
+    if found_winners is not None and record.scored and record.val_bpb < best:
+      found_winners.add(record.trial)
+    beats_best = winning is not None and record.trial in winning
     metrics.aborted += not ran_on
     metrics.better += beats_best
     metrics.killed_better += beats_best and not ran_on
     if record.scored:
       for point, predicted in outcome.predictions.items():
         metrics.errors[point].append(abs(predicted - record.val_bpb))
+      metrics.z_scores.extend(outcome.z_scores)
     if not (ran_on and record.scored):
       continue   # a stopped trial is never re-run nor kept
 
@@ -251,23 +239,39 @@ def warm_up() -> None:
   evaluator.replay(evaluator.Evaluator(cfg, calibration, 2.0, 0.004, 10.0), curve, 10.0)
 
 
-def methods(margin_sigmas: float, with_optuna: bool, sweep: bool, notes: list):
-  """[(row label, method)]: the default evaluator first, then the sweep and Optuna."""
-  base = EVALUATOR_DEFAULTS
+def evaluator_rows(base: evaluator.EvaluatorConfig, margin_sigmas: float, sweep: bool):
+  """[(label, EvaluatorMethod)]: `base` first, then (with `sweep`) one knob changed at a
+  time: delta x confirm, min_progress, the keep margin and the checkpoint schedule."""
   rows = [(f'evaluator default (delta={base.delta:g}, confirm={base.confirm}, '
-           f'min_progress={base.min_progress:g})',
-           EvaluatorMethod(base, margin_sigmas))]
-  if sweep:
-    for delta in SWEEP_DELTAS:
-      for confirm in SWEEP_CONFIRMS:
-        if (delta, confirm) != (base.delta, base.confirm):
-          rows.append((f'evaluator delta={delta:g}, confirm={confirm}', EvaluatorMethod(
-              dataclasses.replace(base, delta=delta, confirm=confirm), margin_sigmas)))
-    for min_progress in SWEEP_MIN_PROGRESS:
-      if min_progress == base.min_progress:
-        continue
-      rows.append((f'evaluator min_progress={min_progress:g}', EvaluatorMethod(
-          dataclasses.replace(base, min_progress=min_progress), margin_sigmas)))
+           f'min_progress={base.min_progress:g})', EvaluatorMethod(base, margin_sigmas))]
+  if not sweep:
+    return rows
+
+  def row(label, margin=margin_sigmas, **changes):
+    rows.append((f'evaluator {label}',
+                 EvaluatorMethod(dataclasses.replace(base, **changes), margin)))
+
+  for delta in SWEEP_DELTAS:
+    for confirm in SWEEP_CONFIRMS:
+      if (delta, confirm) != (base.delta, base.confirm):
+        row(f'delta={delta:g}, confirm={confirm}', delta=delta, confirm=confirm)
+  for min_progress in SWEEP_MIN_PROGRESS:
+    if min_progress != base.min_progress:
+      row(f'min_progress={min_progress:g}', min_progress=min_progress)
+  for margin in SWEEP_MARGINS:
+    if margin != margin_sigmas:
+      row(f'margin={margin:g} sigma', margin=margin)
+  for check_every in SWEEP_CHECK_EVERY:
+    if check_every != base.check_every:
+      row(f'check_every={check_every:g}', check_every=check_every)
+  return rows
+
+
+def methods(margin_sigmas: float, with_optuna: bool, sweep: bool, notes: list):
+  """[(row label, method)]: the default evaluator first, then the sweep, the oracle
+  bounds and Optuna."""
+  base = EVALUATOR_DEFAULTS
+  rows = evaluator_rows(base, margin_sigmas, sweep)
   for min_progress in sorted({base.min_progress, *(SWEEP_MIN_PROGRESS if sweep else ())}):
     rows.append((f'oracle bound (stops every loser at {min_progress:g})',
                  OracleMethod(min_progress)))
@@ -304,32 +308,6 @@ def methods(margin_sigmas: float, with_optuna: bool, sweep: bool, notes: list):
     rows += [sha(steps, rate) for steps in PRUNER_WARMUPS for rate in (0, 1, 2)
              if (steps, rate) != (warmup, 0)]
   return rows
-
-
-def best_within(rows: list[tuple[str, 'Metrics']], prefix: str) -> Optional[tuple]:
-  """(label, metrics) of the fastest row whose label starts with `prefix`, that stopped
-  some trial, and whose false-kill rate is at most MAX_FALSE_KILL_RATE; or None."""
-  allowed = [(label, m) for label, m in rows if label.startswith(prefix) and m.aborted
-             and m.false_kill_rate <= MAX_FALSE_KILL_RATE]
-  return max(allowed, key=lambda row: row[1].speedup, default=None)
-
-
-def _format(value: Optional[float], spec: str) -> str:
-  return '-' if value is None else format(value, spec)
-
-
-def table(rows: list[tuple[str, Metrics]]) -> list[str]:
-  """The results table, one line per method."""
-  width = max(len(label) for label, _ in rows)
-  header = (f'{"agent/pruner":<{width}}  speedup  false-kill (n/better)  aborted %  '
-            f'MAE@25%  MAE@50%  new bests  method s')
-  lines = [header, '-' * len(header)]
-  for label, m in rows:
-    kills = f'{m.false_kill_rate:.3f} ({m.killed_better}/{m.better})'
-    lines.append(f'{label:<{width}}  {m.speedup:7.3f}  {kills:>21}  '
-                 f'{100 * m.aborted_fraction:9.1f}  {_format(m.mae(0.25), "7.4f"):>7}  '
-                 f'{_format(m.mae(0.5), "7.4f"):>7}  {m.new_bests:9d}  {m.method_seconds:8.1f}')
-  return lines
 
 
 def main(argv: Optional[list] = None) -> list[str]:
@@ -370,30 +348,36 @@ def main(argv: Optional[list] = None) -> list[str]:
        f'evaluator margin {args.margin_sigmas:g} sigma')
   notes = []
   warm_up()
+  winning = [winners(s, keep_alpha) for s in searches]
+  emit(f'winners (searched trials that beat the best of the unstopped search when they '
+       f'ran; the false-kill denominator of every row): {sum(map(len, winning))}')
   rows, default_per_search = [], None
   for label, method in methods(args.margin_sigmas, args.optuna, args.sweep, notes):
-    per_search = [replay_search(method, s, keep_alpha) for s in searches]
+    per_search = [replay_search(method, s, keep_alpha, w) for s, w in zip(searches, winning)]
     rows.append((label, sum(per_search, Metrics())))
     default_per_search = default_per_search or per_search
   for line in notes + table(rows):
     emit(line)
   if len(searches) > 1:
     for s, m in zip(searches, default_per_search):
-      emit(f'  evaluator default on {s.path}: speedup {m.speedup:.3f}, false kills '
-           f'{m.killed_better}/{m.better}, aborted {100 * m.aborted_fraction:.1f}%')
-  for prefix in ('optuna median', 'optuna SHA'):
+      emit('  ' + summary(f'evaluator default on {s.path}', m))
+  for prefix in ('evaluator', 'optuna median', 'optuna SHA'):
+    # The same hindsight pick for every family: its fastest swept row within the limit.
     best = best_within(rows, prefix)
     emit(f'fastest {prefix} row with false-kill rate <= {MAX_FALSE_KILL_RATE:g}: ' + (
         'none (each either stops nothing or kills more)' if best is None
-        else f'{best[1].speedup:.3f} ({best[0]})'))
+        else summary(best[0], best[1])))
   default_metrics = rows[0][1]
   if not default_metrics.better:
     emit('note: no searched trial beat the best at its time: false-kill rate 0/0, reported '
-         'as 0')
+         'as 0 (upper95 1)')
   emit('speedup = seconds without / with (compile, setup, eval and the method\'s own '
-       '"method s" included); aborted % of searched trials; MAE in bits/byte')
+       '"method s" included); aborted % of searched trials; MAE in bits/byte; cover90: '
+       'share of calibrated predictions whose 90% interval holds the recorded final')
+  emit(summary('evaluator default', default_metrics))
   emit(f'speedup: {default_metrics.speedup:.4f}')
   emit(f'false_kill_rate: {default_metrics.false_kill_rate:.4f}')
+  emit(f'false_kill_upper95: {default_metrics.false_kill_upper95:.4f}')
   return lines
 
 

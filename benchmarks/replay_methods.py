@@ -8,6 +8,7 @@ best_bpb)` -> Outcome for each searched trial (where to stop it, if anywhere), t
 
 * EvaluatorMethod: the self-evaluator (autoresearch/evaluator.py), fed as the search
   feeds it.
+* NeverStop: the unstopped search (it defines the winners every method is scored on).
 * OracleMethod: knows every recorded final and stops each loser at `min_progress`.
 * OptunaMethod: an Optuna pruner fed the training loss at the evaluator's checkpoints.
 """
@@ -21,11 +22,10 @@ import numpy as np
 
 from autoresearch import evaluator
 from autoresearch.records import TrialRecord
+from benchmarks.replay_metrics import PREDICTION_POINTS
 from configs import default
 
 EVALUATOR_DEFAULTS = evaluator.EvaluatorConfig.from_config(default.get_config())
-
-PREDICTION_POINTS = (0.25, 0.5)    # fractions of the budget where the MAE is measured
 
 
 @dataclasses.dataclass
@@ -33,6 +33,7 @@ class Outcome:
   """What a method did with one watched trial."""
   stop_seconds: Optional[float]                 # training seconds at the stop; None: ran on
   predictions: dict = dataclasses.field(default_factory=dict)   # {point: predicted bpb}
+  z_scores: list = dataclasses.field(default_factory=list)  # (final - mean) / std, calibrated
 
 
 class EvaluatorMethod:
@@ -54,6 +55,9 @@ class EvaluatorMethod:
                                 self.margin_sigmas * self.sigma, self.budget,
                                 reference=self.reference)
     stop, progress = evaluator.replay(watch, record.loss_curve, self.budget)
+    # Only a calibrated std is a claim to check (before min_history it is the prior's).
+    z_scores = [(record.val_bpb - p.mean_bpb) / p.std_bpb for p in watch.predictions
+                if record.scored and self.calibration.calibrated(p.progress, self.reference)]
     predictions = {}
     for point in PREDICTION_POINTS:
       # The prediction made at that checkpoint: the first at or past it, within a step.
@@ -61,7 +65,8 @@ class EvaluatorMethod:
               if point - 1e-9 <= p.progress < point + self.cfg.check_every]
       if made:
         predictions[point] = made[0].mean_bpb
-    return Outcome(progress * self.budget if stop is not None else None, predictions)
+    return Outcome(progress * self.budget if stop is not None else None, predictions,
+                   z_scores)
 
   def finish(self, record: TrialRecord, outcome: Outcome) -> None:
     if outcome.stop_seconds is None:   # a stopped trial teaches nothing, as online
@@ -72,6 +77,25 @@ class EvaluatorMethod:
 
   def new_best(self, records: list[TrialRecord], bpb: float) -> None:
     self.reference = self.calibration.reference(records, bpb, self.budget)
+
+
+class NeverStop:
+  """The search without any stopping method."""
+
+  def start(self, search) -> None:
+    pass
+
+  def watch(self, record: TrialRecord, best_bpb: float) -> Outcome:
+    return Outcome(None)
+
+  def finish(self, record: TrialRecord, outcome: Outcome) -> None:
+    pass
+
+  def unwatched(self, record: TrialRecord) -> None:
+    pass
+
+  def new_best(self, records: list[TrialRecord], bpb: float) -> None:
+    pass
 
 
 class OracleMethod:

@@ -10,7 +10,7 @@ import pytest
 
 # benchmarks is a namespace package: the repository root is on the path.
 from autoresearch.records import TrialRecord
-from benchmarks import evaluator_replay, replay_methods
+from benchmarks import evaluator_replay, replay_methods, replay_metrics
 
 BUDGET = 10.0   # seconds of the synthetic trials
 
@@ -47,11 +47,12 @@ def _write_ledger(path, trials=14, readings=60, seed=0):
 
 
 def _check_last_lines(lines):
-  speedup = re.fullmatch(r'speedup: (\S+)', lines[-2])
-  false_kills = re.fullmatch(r'false_kill_rate: (\S+)', lines[-1])
-  assert speedup and false_kills, lines[-2:]
+  speedup = re.fullmatch(r'speedup: (\S+)', lines[-3])
+  false_kills = re.fullmatch(r'false_kill_rate: (\S+)', lines[-2])
+  upper = re.fullmatch(r'false_kill_upper95: (\S+)', lines[-1])
+  assert speedup and false_kills and upper, lines[-3:]
   assert float(speedup.group(1)) > 0
-  assert 0.0 <= float(false_kills.group(1)) <= 1.0
+  assert 0.0 <= float(false_kills.group(1)) <= float(upper.group(1)) <= 1.0
 
 
 def test_the_evaluator_replay_prints_speedup_and_false_kill_rate(tmp_path, capsys):
@@ -62,6 +63,10 @@ def test_the_evaluator_replay_prints_speedup_and_false_kill_rate(tmp_path, capsy
   assert printed == returned
   _check_last_lines(printed)
   assert any('14 trials (3 baseline), budget 10 s' in line for line in printed)
+  header = next(line for line in printed if line.startswith('agent/pruner'))
+  for column in ('upper95', 'MAE@10%', 'MAE@25%', 'MAE@50%', 'cover90'):
+    assert column in header
+  assert any(line.startswith('winners (') for line in printed)
   assert not any(line.startswith('optuna') for line in printed)
 
 
@@ -77,17 +82,19 @@ def test_the_optuna_pruners_get_rows(tmp_path, capsys):
 
 
 class _Stub:
-  """A method that stops every trial after `stop_seconds` (None: never) and logs calls."""
+  """A method that stops every trial (or those in `only`) after `stop_seconds` (None:
+  never) and logs calls."""
 
-  def __init__(self, stop_seconds=None):
-    self.stop_seconds, self.calls = stop_seconds, []
+  def __init__(self, stop_seconds=None, only=None):
+    self.stop_seconds, self.only, self.calls = stop_seconds, only, []
 
   def start(self, search):
     self.calls.append('start')
 
   def watch(self, record, best_bpb):
     self.calls.append(('watch', record.trial, best_bpb))
-    return replay_methods.Outcome(self.stop_seconds)
+    stops = self.only is None or record.trial in self.only
+    return replay_methods.Outcome(self.stop_seconds if stops else None)
 
   def finish(self, record, outcome):
     pass
@@ -156,11 +163,15 @@ def test_the_sweep_has_an_oracle_row_for_each_min_progress_it_tries():
                  if isinstance(m, replay_methods.OracleMethod)]
   assert sorted(oracle_rows) == sorted(evaluator_rows)
   assert evaluator_rows >= set(evaluator_replay.SWEEP_MIN_PROGRESS)
+  # The evaluator's other knobs are swept too, one at a time from the default.
+  evaluators = [m for _, m in rows if isinstance(m, replay_methods.EvaluatorMethod)]
+  assert {m.margin_sigmas for m in evaluators} >= set(evaluator_replay.SWEEP_MARGINS)
+  assert {m.cfg.check_every for m in evaluators} >= set(evaluator_replay.SWEEP_CHECK_EVERY)
 
 
 def test_the_fastest_pruner_within_the_false_kill_limit():
   def metrics(without, kills, better):
-    return evaluator_replay.Metrics(seconds_without=without, seconds_with=100.0, better=better,
+    return replay_metrics.Metrics(seconds_without=without, seconds_with=100.0, better=better,
                                     killed_better=kills, aborted=1 if without > 100 else 0)
 
   rows = [('optuna median a', metrics(300.0, 5, 19)),    # fastest, but 26% false kills
@@ -169,6 +180,49 @@ def test_the_fastest_pruner_within_the_false_kill_limit():
           ('optuna median d', metrics(100.0, 0, 19)),    # safe because it never stops
           ('optuna SHA a', metrics(400.0, 2, 19)),
           ('optuna SHA b', metrics(100.0, 0, 19))]
-  label, best = evaluator_replay.best_within(rows, 'optuna median')
+  label, best = replay_metrics.best_within(rows, 'optuna median')
   assert (label, best.speedup) == ('optuna median b', 1.5)
-  assert evaluator_replay.best_within(rows, 'optuna SHA') is None
+  assert replay_metrics.best_within(rows, 'optuna SHA') is None
+
+
+def test_false_kills_count_against_the_winners_of_the_unstopped_search():
+  search = _search()
+  search.records[-1] = dataclasses.replace(search.records[-1], val_bpb=2.95)
+  # Unstopped: 4 (with its re-run) and 6 beat the best of their time; 7 (2.95) does not
+  # beat 6's 2.90.
+  assert evaluator_replay.winners(search, keep_alpha=0.05) == {4, 6}
+  # Stopping 6 leaves the best at 2.992, so 7 beats this replay's own best; it is still
+  # no winner: every method is counted on the same two.
+  stub = _Stub(stop_seconds=1.0, only={6})
+  metrics = evaluator_replay.replay_search(stub, search, keep_alpha=0.05)
+  assert ('watch', 7, pytest.approx(2.992)) in stub.calls
+  assert (metrics.better, metrics.killed_better, metrics.aborted) == (2, 1, 1)
+  assert metrics.false_kill_rate == 0.5
+
+
+def test_wilson_upper_bound():
+  z2 = replay_metrics.Z95 ** 2
+  assert replay_metrics.wilson_upper(0, 19) == pytest.approx(z2 / (19 + z2))   # ~0.168
+  assert replay_metrics.wilson_upper(5, 10) == pytest.approx(0.7634, abs=1e-4)
+  assert replay_metrics.wilson_upper(0, 0) == 1.0   # nothing to bound
+  assert replay_metrics.wilson_upper(10, 10) == pytest.approx(1.0)
+  uppers = [replay_metrics.wilson_upper(0, n) for n in (10, 30, 100)]
+  assert uppers == sorted(uppers, reverse=True) and uppers[-1] < 0.04
+  with pytest.raises(ValueError, match='kills=3'):
+    replay_metrics.wilson_upper(3, 2)
+
+
+def test_a_stop_under_the_flops_clock_saves_the_same_share_of_machine_seconds():
+  # 4 clock seconds took 8 machine seconds; 20 s in all: compile and setup 10, eval 2.
+  record = _record(trial=4, agent='random', status='discard', val_bpb=3.0, train_seconds=4.0,
+                   wall_train_seconds=8.0, eval_seconds=2.0, total_seconds=20.0)
+  assert evaluator_replay.stop_cost(record, 1.0) == pytest.approx(10.0 + 2.0)
+  wall = dataclasses.replace(record, wall_train_seconds=0.0)   # older rows: wall clock
+  assert evaluator_replay.stop_cost(wall, 1.0) == pytest.approx(14.0 + 1.0)
+
+
+def test_coverage_and_mae_need_predictions():
+  m = replay_metrics.Metrics(z_scores=[0.1, -1.0, 1.7, 2.5])
+  assert m.coverage90 == 0.5 and m.beyond_2sigma == 0.25
+  assert replay_metrics.Metrics().coverage90 is None
+  assert replay_metrics.Metrics().mae(0.1) is None
