@@ -13,7 +13,9 @@
    reward, and the rows are recorded.
 3. **Persistence** (`store.py`): after every step the whole state is checkpointed,
    with that step's rows inside it, and only then are the rows appended to the ledger,
-   so a kill at any moment loses at most the trial in flight and duplicates none.
+   so a kill at any moment loses at most the trial in flight and duplicates none. Then
+   come what a person sees (`outputs.py`): the summary lines, a block at each new best,
+   TensorBoard scalars, and progress.png and report.md refreshed.
    SIGTERM/SIGINT stop the running trial at its next step; nothing is recorded for it
    (it is re-run after resume, from the same saved state, so it proposes the same edit)
    and the process exits 0 within `checkpoint.grace_seconds`.
@@ -31,7 +33,8 @@ import numpy as np
 from absl import logging
 
 from autoresearch import agents, baseline_cache, data, distributed, evaluator, follower
-from autoresearch import genotype as genotype_lib, keep_rule, signals, trial, workdir_io
+from autoresearch import genotype as genotype_lib, keep_rule, outputs, signals, trial
+from autoresearch import workdir_io
 from autoresearch.executor import ConfigError, Executor, Interrupted, Job
 from autoresearch.records import AGENT_BASELINE, TrialRecord
 from autoresearch.store import FaultHook, Store, init_policy, no_fault
@@ -81,6 +84,7 @@ class Search:
   def __init__(self, config, workdir: str, runner: Callable = trial.run,
                fault: FaultHook = no_fault, store=None, corpus: Optional[data.Corpus] = None):
     check_search_config(config.search)
+    outputs.check_output_config(config.output)
     self.config, self.workdir = config, workdir
     self.trial_config = TrialConfig.from_config(config)   # refused before any file is made
     # A Store holds the workdir's lock until closed: closed here if the rest fails.
@@ -117,6 +121,11 @@ class Search:
     self.best_rows: list[TrialRecord] = []   # ledger rows of the best genotype's runs
     logging.info('data: %s, bytes %s', self.corpus.description, self.corpus.byte_counts())
     self._restore()
+    # What a person sees of each step; an in-memory search gets the lines only.
+    self.outputs = outputs.StepOutputs(
+        config.output, workdir, writes_files=isinstance(self.store, Store),
+        first_trial=self.state.trials + 1, best_bpb=self.state.best_bpb,
+        baseline_genotype=genotype_lib.from_config(config))
 
   # --- persistence -------------------------------------------------------------------
 
@@ -201,18 +210,12 @@ class Search:
                                 keep_margin_bpb=0.0, budget_seconds=self.budget,
                                 reference=self.reference) for _ in range(k)]
 
-  def _log(self, row: TrialRecord) -> None:
-    """The trial's one summary line, on stdout (what --quiet keeps)."""
-    bpb = f'{row.val_bpb:.6f}' if row.val_bpb is not None else '-'
-    if row.status == 'aborted' and row.predicted_bpb is not None:
-      bpb = f'~{row.predicted_bpb:.6f} (predicted)'
-    print(f'trial {row.trial} | {row.agent} | {row.description} | val_bpb {bpb} | '
-          f'{row.status} | best {row.best_bpb:.6f}', flush=True)
-
   def _commit(self, rows: list[TrialRecord]) -> None:
+    """Checkpoint and ledger first; then what a person sees of the rows (the summary
+    lines, a new best's block, TensorBoard, the refreshed report)."""
     self._save(rows)
-    for row in rows:
-      self._log(row)
+    baseline = self.state.baseline_bpbs
+    self.outputs.after_step(rows, float(np.mean(baseline)) if baseline else math.nan)
 
   # --- phases ------------------------------------------------------------------------
 
@@ -350,6 +353,7 @@ class Search:
       except Interrupted:
         logging.info('interrupted: %d trials are recorded and checkpointed', self.state.trials)
       finally:
+        self.outputs.close()
         self.executor.close()
         self.store.close()
     return self.state
