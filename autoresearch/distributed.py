@@ -13,7 +13,8 @@ each process feeds only its own devices (see `trial.py`).
 
 The loop of a search then goes: process 0 proposes, `broadcast_json` hands the proposal
 to every process, every process runs the same `trial.run` (whose stop decisions follow
-process 0), and only process 0 writes the ledger and checkpoint. On one process every
+process 0, shared with `share_plan` once per `trial.sync_steps` steps), and only
+process 0 writes the ledger and checkpoint. On one process every
 function here is a no-op or the identity, so single-host code needs no branches.
 
 Sources of the settings, first found wins: `config.distributed.*`, then the variables
@@ -84,3 +85,22 @@ def broadcast_json(obj: Any) -> Any:
   received = multihost_utils.broadcast_one_to_all(buffer)
   return json.loads(np.asarray(received, np.uint8).tobytes().decode())
 
+
+
+def share_plan(stop: Any, progresses: list, capacity: int) -> tuple[Any, list]:
+  """Process 0's (stop, progresses) on every process: `stop` a JSON-able record (a
+  trial's `Stop` as a dict) or None, `progresses` at most `capacity` floats (the
+  progress of each step to run before the next call). One collective of fixed shape
+  (capacity + 2 float32s), and, only when process 0 stops, the record through
+  `broadcast_json`. The identity on a single process."""
+  if len(progresses) > capacity:
+    raise ValueError(f'{len(progresses)} planned steps exceed the capacity {capacity}')
+  if jax.process_count() == 1:
+    return stop, list(progresses)
+  row = np.zeros(capacity + 2, np.float32)
+  row[0], row[1] = stop is not None, len(progresses)
+  row[2:2 + len(progresses)] = progresses
+  row = np.asarray(multihost_utils.broadcast_one_to_all(row))
+  if row[0]:
+    return broadcast_json(stop if is_leader() else None), []
+  return None, [float(p) for p in row[2:2 + int(row[1])]]

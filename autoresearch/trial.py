@@ -13,7 +13,9 @@ training seconds, scored in validation bits per byte.
 * Training runs until `budget_seconds` of training time are spent on the trial's clock
   (`trial.clock`: the machine's seconds, or model FLOPs at a reference rate; see
   `trial_types`); no step is dispatched that would end past the budget. The loss of
-  step t-1 is read after step t is dispatched, so the host never stalls the device.
+  step t-1 is read after step t is dispatched, so the host never stalls the device;
+  each batch is sampled and placed ahead of its step by a prefetch thread
+  (`prefetch.Prefetcher`), in the order an inline loop would draw them.
 * Every loss reading goes to `watch`, which may stop the trial (the self-evaluator and
   the preemption handler plug in there) by returning a `Stop`.
 * Data-parallel over the devices given (all by default): a `jax.sharding.Mesh` with
@@ -23,11 +25,13 @@ training seconds, scored in validation bits per byte.
   are float32 master weights whatever `compute_dtype` the activations use. On several
   hosts (`jax.distributed`), every process samples the same global batch and feeds its
   own devices' rows, and process 0's clock and watcher decide when to stop and at
-  which progress each step runs, so every process runs the same steps.
+  which progress each step runs, shared once per `sync_steps` steps rather than before
+  every step (`step_plan`), so every process runs the same steps.
 * val_bpb = sum of cross-entropy in nats / (ln 2 x bytes scored) over the `val_bytes`
   bytes of the val split at `data.eval_positions` (of a document corpus, only bytes
   outside the long lines that train also holds verbatim: `Corpus.val_scorable`): the
-  same bytes for every genotype, whatever its sequence length. No gene reaches this code path.
+  same bytes for every genotype, whatever its sequence length, with one host sync per
+  split (`evaluation`). No gene reaches this code path.
 * A genotype that is invalid, goes NaN, explodes or fails to compile returns a result
   with status 'crash' and the reason; only KeyboardInterrupt escapes.
 """
@@ -47,14 +51,22 @@ import numpy as np
 import optax
 from absl import logging
 from flax import nnx
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from autoresearch import data, distributed, genotype as genotype_lib, hardware, optim
-from autoresearch.trial_types import (  # noqa: F401  (re-exported: trial.TrialResult, ...)
+from autoresearch import data, distributed, evaluation, genotype as genotype_lib, hardware, optim
+from autoresearch import prefetch
+from autoresearch.evaluation import cross_entropy_nats, evaluate, make_eval_step
+from autoresearch.step_plan import StepPlan
+from autoresearch.trial_types import (  # re-exported: trial.TrialResult, ...
     Built, ConfigError, LossReading, Scores, Stop, Trained, TrialConfig, TrialResult, Watcher,
     bits_per_byte, check_loss, make_clock)
 from models import gpt
+
+# The trial's interface: its stages, and the types of trial_types and evaluation.
+__all__ = ['Built', 'ConfigError', 'LossReading', 'Placement', 'Scores', 'Stop', 'Trained',
+           'TrialConfig', 'TrialResult', 'Watcher', 'bits_per_byte', 'build', 'check_loss',
+           'cross_entropy_nats', 'enable_compilation_cache', 'evaluate', 'make_clock',
+           'make_eval_step', 'make_train_step', 'max_step_flops', 'run', 'train']
 
 
 def enable_compilation_cache(cache_dir: str, max_mb: float) -> None:
@@ -126,12 +138,6 @@ class Placement:
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
-def cross_entropy_nats(logits_BxTxV, targets_BxT):
-  """Per-token cross-entropy in nats (float32)."""
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits_BxTxV.astype(jnp.float32), targets_BxT.astype(jnp.int32))
-
-
 def _loss_fn(graphdef, params, batch_BxT1):
   logits = nnx.merge(graphdef, params)(batch_BxT1[:, :-1].astype(jnp.int32))
   return jnp.mean(cross_entropy_nats(logits, batch_BxT1[:, 1:]))
@@ -172,35 +178,6 @@ def make_train_step(graphdef, tx, optim_cfg: optim.OptimConfig, micro_batches: i
                  out_shardings=(params_sh, opt_sh, scalar))
 
 
-def make_eval_step(graphdef, shardings: Optional[tuple] = None):
-  """(params, inputs (N, T), targets (N, T), mask (N, T)) -> summed nats over the mask.
-  `shardings`: (params, batch) shardings, or None."""
-  def eval_step(params, inputs, targets, mask):
-    logits = nnx.merge(graphdef, params)(inputs.astype(jnp.int32))
-    return jnp.sum(jnp.where(mask, cross_entropy_nats(logits, targets), 0.0))
-  if shardings is None:
-    return jax.jit(eval_step)
-  params_sh, batch_sh = shardings
-  return jax.jit(eval_step, in_shardings=(params_sh, batch_sh, batch_sh, batch_sh),
-                 out_shardings=NamedSharding(batch_sh.mesh, P()))
-
-
-def _eval_batches(split: np.ndarray, scorable: Optional[np.ndarray], num_bytes: int,
-                  seq_len: int, batch_tokens: int, multiple: int = 1):
-  """The fixed evaluation windows, padded to whole batches of equal shape (windows per
-  batch a multiple of `multiple`, the number of devices; padding is masked out)."""
-  inputs, targets, mask = data.eval_windows(split, num_bytes, seq_len, scorable)
-  per_batch = max(1, min(len(inputs), batch_tokens // seq_len))
-  per_batch = -(-per_batch // multiple) * multiple
-  pad = -len(inputs) % per_batch
-  if pad:
-    inputs, targets = (np.pad(a, ((0, pad), (0, 0))) for a in (inputs, targets))
-    mask = np.pad(mask, ((0, pad), (0, 0)))
-  n = len(inputs) // per_batch
-  shape = (n, per_batch, seq_len)
-  return inputs.reshape(shape), targets.reshape(shape), mask.reshape(shape)
-
-
 def _check_batching(genotype, cfg: TrialConfig, num_devices: int) -> int:
   """Micro-batches per step; InvalidGenotype if the batch does not split evenly."""
   batch_size = genotype['batch_size']
@@ -213,15 +190,6 @@ def _check_batching(genotype, cfg: TrialConfig, num_devices: int) -> int:
     raise genotype_lib.InvalidGenotype(
         f'{name}={micro} is not divisible by {num_devices} devices')
   return batch_size // micro
-
-
-def _eval_sets(corpus: data.Corpus, cfg: TrialConfig, seq_len: int, num_devices: int,
-               score_test: bool) -> dict:
-  splits = {'val': (corpus.val, corpus.val_scorable),
-            **({'test': (corpus.test, corpus.test_scorable)} if score_test else {})}
-  return {name: _eval_batches(split, scorable, cfg.val_bytes, seq_len, cfg.eval_batch_tokens,
-                              num_devices)
-          for name, (split, scorable) in splits.items()}
 
 
 def build(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig,
@@ -248,8 +216,9 @@ def build(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig
   train_step = make_train_step(graphdef, tx, optim_cfg, micro_batches,
                                (params_sh, opt_sh, placement.batch)).lower(
       params, opt_state, batch_spec, progress_spec).compile()
-  eval_sets = _eval_sets(corpus, cfg, seq_len, placement.num_devices, score_test)
-  eval_step = make_eval_step(graphdef, (params_sh, placement.batch)).lower(
+  eval_sets = evaluation.eval_sets(corpus, cfg.val_bytes, cfg.eval_batch_tokens, seq_len,
+                                   placement.num_devices, score_test)
+  eval_step = evaluation.make_eval_step(graphdef, (params_sh, placement.batch)).lower(
       params, *(jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in eval_sets['val'])
   ).compile()
   compile_seconds = time.perf_counter() - compile_start
@@ -257,18 +226,6 @@ def build(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig
                batch_size, seq_len, compile_seconds,
                num_params=sum(x.size for x in jax.tree_util.tree_leaves(params)),
                memory_gb=hardware.compiled_memory_gb(train_step))
-
-
-def evaluate(built: Built, params, placement: Placement) -> Scores:
-  """Bits per byte of `params` on each of `built.eval_sets`, timed."""
-  eval_start = time.perf_counter()
-  put = lambda a: placement.put(a, placement.batch)  # noqa: E731
-  bpb = {}
-  for name, (inputs, targets, mask) in built.eval_sets.items():
-    total_nats = sum(float(built.eval_step(params, put(inputs[i]), put(targets[i]), put(mask[i])))
-                     for i in range(len(inputs)))
-    bpb[name] = bits_per_byte(total_nats, int(mask.sum()))
-  return Scores(bpb, time.perf_counter() - eval_start)
 
 
 def run(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig,
@@ -338,60 +295,55 @@ def _with_scores(result: TrialResult, built: Built, scores: Scores) -> TrialResu
       eval_seconds=scores.eval_seconds, val_bytes_scored=int(built.eval_sets['val'][2].sum()))
 
 
+def _sharing():
+  """How process 0's step plan reaches the others: None on a single process."""
+  return distributed.share_plan if jax.process_count() > 1 else None
+
+
 def train(built: Built, train_split: np.ndarray, cfg: TrialConfig, watch: Optional[Watcher],
           placement: Placement) -> Trained:
   """The budgeted loop from `built`'s initial state (donated): step t is dispatched
-  before step t-1's loss is read, if the clock says it ends within the budget; every
-  reading goes to `watch`."""
+  before step t-1's loss is read, if the plan (`step_plan.StepPlan`: the clock, and on
+  several hosts process 0's plan shared every `cfg.sync_steps` steps) says it runs;
+  its batch was sampled and placed ahead by a prefetch thread; every reading goes to
+  `watch`."""
   train_step, params, opt_state = built.train_step, built.params, built.opt_state
   batch_size, seq_len = built.batch_size, built.seq_len
-  rng = np.random.default_rng(cfg.seed)
-  clock = make_clock(cfg, gpt.flops_per_token(built.model_cfg) * batch_size * seq_len)
-  follow_leader = jax.process_count() > 1
+
+  def make_batch(rng):
+    return placement.put(data.sample_batch(rng, train_split, batch_size, seq_len),
+                         placement.batch)
   loss_curve, final_train_loss = [], None
   pending = None   # (step index, loss array): dispatched, not yet read
   dispatched_steps = 0
-  stop = None
-  while True:
-    fits, progress = clock.plan(in_flight=pending is not None)
-    more = (stop is None and fits and
-            not (cfg.max_steps and dispatched_steps >= cfg.max_steps))
-    if follow_leader:
-      stop, more, progress = _leader_decides(stop, more, progress)
-    if stop is not None:
-      break
-    previous, pending = pending, None
-    if more:
-      batch = placement.put(data.sample_batch(rng, train_split, batch_size, seq_len),
-                            placement.batch)
-      clock.dispatched()
-      params, opt_state, loss = train_step(params, opt_state, batch, np.float32(progress))
-      dispatched_steps += 1
-      pending = (dispatched_steps, loss)
-    if previous is None:
-      if pending is None:
+  own_stop = None  # this process's watcher or loss check; process 0's decides
+  with prefetch.Prefetcher(make_batch, cfg.seed) as batches:
+    clock = make_clock(cfg, gpt.flops_per_token(built.model_cfg) * batch_size * seq_len)
+    plan = StepPlan(clock, cfg.max_steps, cfg.sync_steps, _sharing())
+    while True:
+      stop, progress = plan.next(own_stop, pending is not None, dispatched_steps)
+      if stop is not None:
         break
-      continue
-    step, loss_value = previous[0], float(previous[1])  # Waits for step t-1 only.
-    seconds = clock.finished()
-    loss_curve.append([round(seconds, 4), step, loss_value])
-    final_train_loss = loss_value
-    stop = check_loss(loss_value, step, cfg)
-    if stop is None and watch is not None:
-      stop = watch(LossReading(seconds, clock.progress(seconds), step, loss_value,
-                               clock.wall_seconds()))
+      previous, pending = pending, None
+      if progress is not None:
+        batch = batches.next()
+        clock.dispatched()
+        params, opt_state, loss = train_step(params, opt_state, batch, np.float32(progress))
+        dispatched_steps += 1
+        pending = (dispatched_steps, loss)
+      if previous is None:
+        if pending is None:
+          break
+        continue
+      step, loss_value = previous[0], float(previous[1])  # Waits for step t-1 only.
+      seconds = clock.finished()
+      loss_curve.append([round(seconds, 4), step, loss_value])
+      final_train_loss = loss_value
+      if own_stop is None:
+        own_stop = check_loss(loss_value, step, cfg)
+      if own_stop is None and watch is not None:
+        own_stop = watch(LossReading(seconds, clock.progress(seconds), step, loss_value,
+                                     clock.wall_seconds()))
   jax.block_until_ready(params)
   return Trained(params, dispatched_steps, loss_curve, final_train_loss, clock.seconds(), stop,
                  clock.wall_seconds())
-
-
-def _leader_decides(stop: Optional[Stop], more: bool, progress: float):
-  """(stop, more, progress) of process 0, on every process: one small collective per
-  step, so that all processes run the same steps with the same learning rate. A stop
-  is sent whole, once; another process's own stop counts for nothing."""
-  stopping, more, progress = (float(v) for v in multihost_utils.broadcast_one_to_all(
-      np.array([stop is not None, more, progress], np.float32)))
-  if not stopping:
-    return None, bool(more), progress
-  stop = Stop(**distributed.broadcast_json(dataclasses.asdict(stop) if stop else None))
-  return stop, bool(more), progress

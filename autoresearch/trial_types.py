@@ -258,9 +258,26 @@ class WallClock(_Clock):
     now = self.wall_seconds()
     if not self._durations:
       return not in_flight and now < self.budget, self.progress(now)
+    start, step = self._next_start(now, in_flight)
+    return start + step <= self.budget, self.progress(start)
+
+  def plan_ahead(self, in_flight: bool, steps: int) -> list[float]:
+    """The progress at which each of the next `steps` steps would start, dispatched back
+    to back, for those that fit the budget: the first as `plan` has it, each later one
+    a median step after the one before (several hosts run such a plan between syncs).
+    With no duration known yet, at most the one step `plan` allows."""
+    now = self.wall_seconds()
+    if not self._durations:
+      return [self.progress(now)] if steps >= 1 and self.plan(in_flight)[0] else []
+    start, step = self._next_start(now, in_flight)
+    return [self.progress(start + k * step) for k in range(steps)
+            if start + (k + 1) * step <= self.budget]
+
+  def _next_start(self, now: float, in_flight: bool) -> tuple[float, float]:
+    """(when the next step could start, the median recent step duration)."""
     step = statistics.median(self._durations)
     start = max(now, max(self._unread[-1], self._last_read) + step) if in_flight else now
-    return start + step <= self.budget, self.progress(start)
+    return start, step
 
   def dispatched(self) -> None:
     """A step is about to be handed to the device."""
@@ -289,9 +306,17 @@ class FlopsClock(_Clock):
     return self._dispatched * self.step_seconds
 
   def plan(self, in_flight: bool) -> tuple[bool, float]:
+    return self._fits(self._dispatched + 1), self.progress(self.seconds())
+
+  def plan_ahead(self, in_flight: bool, steps: int) -> list[float]:
+    """The progress at which each of the next `steps` steps starts, for those that fit
+    the budget: exact, as every step takes `step_seconds`."""
+    return [self.progress((self._dispatched + k) * self.step_seconds) for k in range(steps)
+            if self._fits(self._dispatched + k + 1)]
+
+  def _fits(self, steps: int) -> bool:
     # The relative slack absorbs the rounding of a budget that holds n steps exactly.
-    fits = (self._dispatched + 1) * self.step_seconds <= self.budget * (1 + 1e-9)
-    return fits, self.progress(self.seconds())
+    return steps * self.step_seconds <= self.budget * (1 + 1e-9)
 
   def dispatched(self) -> None:
     self._dispatched += 1

@@ -8,8 +8,9 @@
 batch does not divide; and on 4 under the FLOPs clock with a budget of FLOPS_STEPS
 steps. `process`: joins the other processes through jax.distributed, takes three
 proposals broadcast by process 0, and runs each on the devices of all processes; in
-the second, process 0's watcher stops at step 3 and process 1's, which must be
-ignored, at step 2; the third runs under the FLOPs clock until its budget. Prints one
+the second (process 0's plan shared every 4 steps), process 0's watcher stops at step 3
+and process 1's, which must be ignored, at step 2; the third runs under the FLOPs clock
+until its budget. The first and third share the plan every trial.sync_steps (16) steps. Prints one
 JSON object on its last line.
 """
 
@@ -92,6 +93,7 @@ def on_processes(process_id: int, num_processes: int, port: int):
       trial_cfg = on_flops_clock(proposal['genotype'], trial_cfg)
     watch = None
     if i == 1:  # process 0's stop ends the trial everywhere; another's counts for nothing
+      trial_cfg = dataclasses.replace(trial_cfg, sync_steps=4)
       stop_at, stop = ((3, trial.Stop('leader stops', predicted_bpb=3.0))
                        if distributed.is_leader() else (2, trial.Stop('ignored')))
       watch = lambda r: stop if r.step == stop_at else None  # noqa: E731

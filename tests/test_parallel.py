@@ -117,10 +117,12 @@ def test_two_processes_share_proposals_and_train_as_one(on_devices):
   _assert_same_run(first, on_devices['four'])
   assert second['genotype']['d_model'] == 64
   # Process 0's stop of the second trial reached process 1 whole; process 1's own
-  # earlier stop did not count.
+  # earlier stop did not count. The plan is shared every 4 steps: step 1 alone (no
+  # step duration known yet), an empty plan while it is read, then steps 2-5; step 3's
+  # reading stops process 0, and the sync after step 5's dispatch ends the trial.
   assert (second['status'], second['reason'], second['predicted_bpb']) == (
       'aborted', 'leader stops', 3.0)
-  assert second['steps'] == 4 and len(second['losses']) == 3
+  assert second['steps'] == 5 and len(second['losses']) == 4
   # Under the FLOPs clock the budget ends the trial, on every process at the same step,
   # as on the 4 devices of one process.
   _assert_same_run(third, on_devices['four_flops'], steps=6)

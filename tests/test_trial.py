@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from autoresearch import data, genotype as genotype_lib, hardware, optim, trial
+from autoresearch import data, evaluation, genotype as genotype_lib, hardware, optim, trial
 from configs import tiny
 from models import gpt
 
@@ -35,9 +35,9 @@ def test_uniform_logits_score_exactly_eight_bits_per_byte(corpus):
   cfg = gpt.GPTConfig(seq_len=32, n_layers=1, d_model=32, n_heads=2)
   graphdef, params = nnx.split(gpt.GPT(cfg, nnx.Rngs(0)))
   params['lm_head'].set_value(jnp.zeros_like(params['lm_head'].get_value()))  # all logits 0
-  inputs, targets, mask = trial._eval_batches(corpus.val, corpus.val_scorable, 5_000,
-                                              cfg.seq_len, 1_024)
-  eval_step = trial.make_eval_step(graphdef)
+  inputs, targets, mask = evaluation.eval_batches(corpus.val, corpus.val_scorable, 5_000,
+                                                  cfg.seq_len, 1_024)
+  eval_step = evaluation.make_eval_step(graphdef)
   nats = sum(float(eval_step(params, inputs[i], targets[i], mask[i])) for i in range(len(inputs)))
   assert int(mask.sum()) == 5_000
   # float32 per-token log(256) summed over 5,000 bytes: relative error well under 1e-6.
