@@ -240,10 +240,16 @@ def warm_up() -> None:
 
 
 def evaluator_rows(base: evaluator.EvaluatorConfig, margin_sigmas: float, sweep: bool):
-  """[(label, EvaluatorMethod)]: `base` first, then (with `sweep`) one knob changed at a
-  time: delta x confirm, min_progress, the keep margin and the checkpoint schedule."""
-  rows = [(f'evaluator default (delta={base.delta:g}, confirm={base.confirm}, '
-           f'min_progress={base.min_progress:g})', EvaluatorMethod(base, margin_sigmas))]
+  """[(label, EvaluatorMethod)]: `base` first, then the other predictor, then (with
+  `sweep`) one knob changed at a time: delta x confirm, min_progress, the keep margin
+  and the checkpoint schedule."""
+  rows = [(f'evaluator default (predictor={base.predictor}, delta={base.delta:g}, '
+           f'confirm={base.confirm}, min_progress={base.min_progress:g})',
+           EvaluatorMethod(base, margin_sigmas))]
+  for predictor in evaluator.PREDICTORS:
+    if predictor != base.predictor:
+      rows.append((f'evaluator predictor={predictor}', EvaluatorMethod(
+          dataclasses.replace(base, predictor=predictor), margin_sigmas)))
   if not sweep:
     return rows
 
@@ -267,10 +273,13 @@ def evaluator_rows(base: evaluator.EvaluatorConfig, margin_sigmas: float, sweep:
   return rows
 
 
-def methods(margin_sigmas: float, with_optuna: bool, sweep: bool, notes: list):
+def methods(margin_sigmas: float, with_optuna: bool, sweep: bool, notes: list,
+            predictor_path: str = ''):
   """[(row label, method)]: the default evaluator first, then the sweep, the oracle
-  bounds and Optuna."""
+  bounds and Optuna. `predictor_path`: another learned predictor than the config's."""
   base = EVALUATOR_DEFAULTS
+  if predictor_path:
+    base = dataclasses.replace(base, predictor_path=predictor_path)
   rows = evaluator_rows(base, margin_sigmas, sweep)
   for min_progress in sorted({base.min_progress, *(SWEEP_MIN_PROGRESS if sweep else ())}):
     rows.append((f'oracle bound (stops every loser at {min_progress:g})',
@@ -319,6 +328,8 @@ def main(argv: Optional[list] = None) -> list[str]:
   parser.add_argument('--margin_sigmas', type=float, default=0.0,
                       help='keep margin given to the evaluator, in sigma (the search gives 0: '
                       'any trial below the best may be kept after its re-run)')
+  parser.add_argument('--predictor_path', default='',
+                      help='folder of the learned curve predictor (default: the config\'s)')
   parser.add_argument('--no-optuna', dest='optuna', action='store_false',
                       help='skip the Optuna pruner rows')
   parser.add_argument('--no-sweep', dest='sweep', action='store_false',
@@ -352,7 +363,8 @@ def main(argv: Optional[list] = None) -> list[str]:
   emit(f'winners (searched trials that beat the best of the unstopped search when they '
        f'ran; the false-kill denominator of every row): {sum(map(len, winning))}')
   rows, default_per_search = [], None
-  for label, method in methods(args.margin_sigmas, args.optuna, args.sweep, notes):
+  for label, method in methods(args.margin_sigmas, args.optuna, args.sweep, notes,
+                                 args.predictor_path):
     per_search = [replay_search(method, s, keep_alpha, w) for s, w in zip(searches, winning)]
     rows.append((label, sum(per_search, Metrics())))
     default_per_search = default_per_search or per_search

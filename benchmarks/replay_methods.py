@@ -56,8 +56,9 @@ class EvaluatorMethod:
                                 reference=self.reference)
     stop, progress = evaluator.replay(watch, record.loss_curve, self.budget)
     # Only a calibrated std is a claim to check (before min_history it is the prior's).
-    z_scores = [(record.val_bpb - p.mean_bpb) / p.std_bpb for p in watch.predictions
-                if record.scored and self.calibration.calibrated(p.progress, self.reference)]
+    z_scores = [(record.val_bpb - p.mean_bpb) / p.std_bpb
+                for p, calibrated in zip(watch.predictions, watch.calibrated)
+                if record.scored and calibrated]
     predictions = {}
     for point in PREDICTION_POINTS:
       # The prediction made at that checkpoint: the first at or past it, within a step.

@@ -160,6 +160,8 @@ def get_config() -> ml_collections.ConfigDict:
       min_std=0.003,           # bits/byte; floor of a calibrated prediction's std
       ridge=0.01,              # bits^2; ridge penalty of the calibration
       max_history=256,         # most recent completed trials the calibration keeps
+      predictor='power_law',   # final-val_bpb predictor: 'power_law' (fit + calibration) | 'learned'
+      predictor_path='predictors/curve_mlp',  # folder of the learned one (relative: to the project)
   ))
 
   config.checkpoint = ml_collections.ConfigDict(dict(
