@@ -196,8 +196,8 @@ def build(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig
           placement: Placement, score_test: bool = False) -> Built:
   """Initial state and both steps of a (made) genotype compiled ahead of time for
   `placement`, timed: everything a trial does before its clock starts."""
-  model_cfg = dataclasses.replace(genotype_lib.model_config(genotype, cfg.compute_dtype),
-                                  attention=cfg.attention)
+  model_cfg = gpt.resolve_attention(dataclasses.replace(
+      genotype_lib.model_config(genotype, cfg.compute_dtype), attention=cfg.attention))
   optim_cfg = genotype_lib.optim_config(genotype)
   batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
   micro_batches = _check_batching(genotype, cfg, placement.num_devices)

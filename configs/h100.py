@@ -1,5 +1,9 @@
 """Accelerator scale, after karpathy/autoresearch: 300 s of training, depth 8,
-d_model 512, sequences of 2048, 2^19 = 524,288-token batches, bf16 activations.
+d_model 512, sequences of 2048, 2^19 = 524,288-token batches, bf16 activations
+(fp32 master weights), attention through cuDNN flash attention where the GPU's cuDNN
+runs it (trial.attention='auto'; XLA's path otherwise), MFU over the bf16 matmul
+ceiling measured at start-up. Not yet run on a GPU: benchmarks/gpu_check.sh is the
+check to run on one.
 
 Byte-level, so the corpus is enwik8 (downloaded once into the cache). Not run on
 CPU; tests build it abstractly (jax.eval_shape) so it cannot rot.
@@ -16,7 +20,8 @@ def get_config():
   config.trial.eval_batch_tokens = 262_144
   config.trial.max_params = 500_000_000
   config.trial.micro_batch_size = 32       # 8 micro-batches of 32 x 2048 tokens per step
-  config.trial.compute_dtype = 'bfloat16'  # fp32 master weights
+  config.trial.compute_dtype = 'bfloat16'  # activations; fp32 master weights
+  config.trial.attention = 'auto'          # cuDNN flash attention on a GPU (bf16, head_dim 128)
   g = config.genotype
   g.update(dict(
       n_layers=8, d_model=512, n_heads=4, n_kv_heads=4, position='rope', rope_base=10000.0,

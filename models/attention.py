@@ -13,9 +13,12 @@ Shape suffixes: B batch, T time, H query heads, K kv heads, G = H / K, E head di
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 # Attention kernels: 'explicit' (the einsums here), 'xla' or 'cudnn' (both through
 # `jax.nn.dot_product_attention`; cudnn is flash attention, bf16/fp16 on NVIDIA GPUs), or
@@ -57,22 +60,45 @@ CUDNN_DTYPES = ('bfloat16', 'float16')  # activation dtypes cuDNN flash attentio
 
 
 def attention_kind(attention: str, compute_dtype: str, head_dim: int,
-                   backend: str | None = None) -> str:
+                   backend: str | None = None, cudnn_runs=None) -> str:
   """The kernel `attention` (one of ATTENTIONS) names on `backend` (default: JAX's
   default backend).
   'auto' is cuDNN flash attention on a GPU where it applies (bf16/fp16 activations,
-  head_dim a multiple of 8 and at most 128), XLA's fused path elsewhere on accelerators,
+  head_dim a multiple of 8 and at most 128, and `cudnn_runs()` true when given: a probe
+  of the real shapes, `cudnn_compiles`), XLA's fused path elsewhere on accelerators,
   and the explicit einsums on CPU, where they step faster than XLA's generic path
-  (benchmarks/step_throughput.py --config.trial.attention=xla)."""
+  (benchmarks/step_throughput.py --attentions=explicit,xla)."""
   if attention != 'auto':
     return attention
   backend = backend or jax.default_backend()
   if backend == 'cpu':
     return 'explicit'
   if (backend in ('gpu', 'cuda') and compute_dtype in CUDNN_DTYPES
-      and head_dim % 8 == 0 and head_dim <= 128):
+      and head_dim % 8 == 0 and head_dim <= 128 and (cudnn_runs is None or cudnn_runs())):
     return 'cudnn'
   return 'xla'
+
+
+@functools.lru_cache(maxsize=None)
+def cudnn_compiles(dtype: str, t_len: int, n_heads: int, n_kv_heads: int, head_dim: int,
+                   window: int) -> bool:
+  """Whether cuDNN flash attention compiles and runs, value and gradient, for one
+  sequence of these shapes on the default device (once per process and shape). False,
+  with a warning, where it does not (no cuDNN, one too old, or shapes it refuses), so
+  that 'auto' falls back to XLA instead of every trial crashing."""
+  q = jnp.zeros((1, t_len, n_heads, head_dim), dtype)
+  kv = jnp.zeros((1, t_len, n_kv_heads, head_dim), dtype)
+
+  def total(q, k, v):
+    return library_attention(q, k, v, window, None, 'cudnn').astype(jnp.float32).sum()
+  try:
+    jax.block_until_ready(jax.jit(jax.grad(total, argnums=(0, 1, 2)))(q, kv, kv))
+    return True
+  except Exception as e:  # noqa: BLE001 - any failure means: not this kernel here
+    logging.warning('cuDNN attention unavailable for %s T=%d H=%d K=%d E=%d window=%d '
+                    '(XLA instead): %s', dtype, t_len, n_heads, n_kv_heads, head_dim, window,
+                    str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+    return False
 
 
 def explicit_attention(q_BxTxHxE, k_BxTxKxE, v_BxTxKxE, window: int, rope=None):

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from models.attention import (ATTENTIONS, CUDNN_DTYPES, attention_kind, explicit_attention,
-                              library_attention, rope_tables)
+from models.attention import (ATTENTIONS, CUDNN_DTYPES, attention_kind, cudnn_compiles,
+                              explicit_attention, library_attention, rope_tables)
 
 ACTIVATIONS = ('relu2', 'gelu', 'swiglu')
 NORMS = ('rms', 'rms_scale', 'layernorm')
@@ -112,6 +112,17 @@ def validate(cfg: GPTConfig) -> None:
   for ok, reason in checks:
     if not ok:
       raise ValueError(reason)
+
+
+def resolve_attention(cfg: GPTConfig, backend: str | None = None) -> GPTConfig:
+  """`cfg` with its attention kernel named outright: 'auto' resolved for `backend`
+  (default: JAX's), on a GPU only after cuDNN ran every layer window's shapes
+  (`attention.cudnn_compiles`, once per process and shape). Call outside any trace."""
+  def cudnn_runs():
+    return all(cudnn_compiles(cfg.compute_dtype, cfg.seq_len, cfg.n_heads, cfg.n_kv_heads,
+                              cfg.head_dim, window) for window in sorted(set(cfg.layer_windows())))
+  kind = attention_kind(cfg.attention, cfg.compute_dtype, cfg.head_dim, backend, cudnn_runs)
+  return dataclasses.replace(cfg, attention=kind)
 
 
 def _normal(std: float):

@@ -112,3 +112,32 @@ def test_rope_tables_are_one_constant_pair_per_forward():
   jaxpr = jax.make_jaxpr(lambda p: nnx.merge(graphdef, p)(tokens))(params)
   tables = [c for c in jaxpr.consts if getattr(c, 'shape', None) == (cfg.seq_len, cfg.head_dim)]
   assert len(tables) == 2, [getattr(c, 'shape', None) for c in jaxpr.consts]
+
+
+def test_auto_is_resolved_before_tracing_and_falls_back_without_cudnn(monkeypatch):
+  cfg = dataclasses.replace(BASE, compute_dtype='bfloat16')
+  assert gpt.resolve_attention(cfg).attention == 'explicit'  # this test runs on CPU
+  assert gpt.resolve_attention(dataclasses.replace(cfg, attention='xla')).attention == 'xla'
+  probed = []
+
+  def probe(works):
+    def cudnn_compiles(dtype, t, h, k, e, window):
+      probed.append((dtype, t, h, k, e, window))
+      return works
+    return cudnn_compiles
+  monkeypatch.setattr(gpt, 'cudnn_compiles', probe(True))
+  assert gpt.resolve_attention(cfg, backend='gpu').attention == 'cudnn'
+  # Every distinct window of the layers ('SL': the short one and the full one) is probed.
+  assert probed == [('bfloat16', 16, 4, 2, 8, 4), ('bfloat16', 16, 4, 2, 8, 16)]
+  monkeypatch.setattr(gpt, 'cudnn_compiles', probe(False))
+  assert gpt.resolve_attention(cfg, backend='gpu').attention == 'xla'
+  # float32 activations never reach the probe: cuDNN's flash path is bf16/fp16 only.
+  probed.clear()
+  assert gpt.resolve_attention(BASE, backend='gpu').attention == 'xla' and not probed
+
+
+def test_the_cudnn_probe_says_no_where_there_is_no_cudnn():
+  # On this CPU-only machine cuDNN's kernel cannot run: the probe answers False (and
+  # warns) instead of raising, so 'auto' would fall back to XLA.
+  assert jax.default_backend() == 'cpu'
+  assert attention.cudnn_compiles('bfloat16', 16, 4, 2, 8, 4) is False
