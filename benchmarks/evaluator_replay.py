@@ -203,6 +203,8 @@ def replay_search(method, search: RecordedSearch, keep_alpha: float,
       for point, predicted in outcome.predictions.items():
         metrics.errors[point].append(abs(predicted - record.val_bpb))
       metrics.z_scores.extend(outcome.z_scores)
+      if outcome.stop_z is not None:
+        metrics.stop_z.append(outcome.stop_z)
     if not (ran_on and record.scored):
       continue   # a stopped trial is never re-run nor kept
 

@@ -34,6 +34,7 @@ class Outcome:
   stop_seconds: Optional[float]                 # training seconds at the stop; None: ran on
   predictions: dict = dataclasses.field(default_factory=dict)   # {point: predicted bpb}
   z_scores: list = dataclasses.field(default_factory=list)  # (final - mean) / std, calibrated
+  stop_z: Optional[float] = None   # the z of the prediction the stop was made on
 
 
 class EvaluatorMethod:
@@ -66,8 +67,12 @@ class EvaluatorMethod:
               if point - 1e-9 <= p.progress < point + self.cfg.check_every]
       if made:
         predictions[point] = made[0].mean_bpb
+    stop_z = None
+    if stop is not None and stop.predicted_bpb is not None and record.scored and \
+        watch.calibrated and watch.calibrated[-1]:
+      stop_z = (record.val_bpb - watch.predictions[-1].mean_bpb) / watch.predictions[-1].std_bpb
     return Outcome(progress * self.budget if stop is not None else None, predictions,
-                   z_scores)
+                   z_scores, stop_z)
 
   def finish(self, record: TrialRecord, outcome: Outcome) -> None:
     if outcome.stop_seconds is None:   # a stopped trial teaches nothing, as online

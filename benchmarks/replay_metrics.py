@@ -8,7 +8,8 @@
 * calibration (methods that predict): coverage of the predicted central 90% interval and
   the share of |z| > 2, over every calibrated prediction made on a trial whose recording
   has a final (stopped ones too, up to their stop); MAE of the prediction at 10%, 25% and
-  50% of the budget.
+  50% of the budget; and the z of the prediction each stop was made on (where the
+  recording has the stopped trial's final), the decisions the calibration is for.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Metrics:
   errors: dict = dataclasses.field(
       default_factory=lambda: {p: [] for p in PREDICTION_POINTS})
   z_scores: list = dataclasses.field(default_factory=list)   # (final - mean) / std
+  stop_z: list = dataclasses.field(default_factory=list)     # z of the prediction that stopped
 
   def __add__(self, other: 'Metrics') -> 'Metrics':
     sums = {f.name: getattr(self, f.name) + getattr(other, f.name)
@@ -128,4 +130,8 @@ def summary(label: str, m: Metrics) -> str:
   if m.coverage90 is not None:
     line += (f', coverage90 {m.coverage90:.3f} (|z|>2 {m.beyond_2sigma:.3f}, '
              f'{len(m.z_scores)} predictions)')
+  if m.stop_z:
+    z = np.asarray(m.stop_z)
+    line += (f'; at its {len(z)} stops of trials with a recorded final: |z|>2 '
+             f'{np.mean(np.abs(z) > 2):.3f}, mean z {np.mean(z):+.2f} (> 0: worse than predicted)')
   return line

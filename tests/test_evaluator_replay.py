@@ -225,4 +225,6 @@ def test_coverage_and_mae_need_predictions():
   m = replay_metrics.Metrics(z_scores=[0.1, -1.0, 1.7, 2.5])
   assert m.coverage90 == 0.5 and m.beyond_2sigma == 0.25
   assert replay_metrics.Metrics().coverage90 is None
+  line = replay_metrics.summary('x', replay_metrics.Metrics(stop_z=[3.0, 1.0]))
+  assert 'at its 2 stops' in line and '|z|>2 0.500, mean z +2.00' in line
   assert replay_metrics.Metrics().mae(0.1) is None
