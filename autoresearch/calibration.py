@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -139,7 +140,8 @@ class Calibration:
     feats = [f for _, f in pairs if f is not None]
     bins = [curve_predictor.record_bins(r.loss_curve, float(budget_seconds or r.budget_seconds))
             for r in used]
-    with np.errstate(all='ignore'):   # a bin no run reached stays NaN
+    with warnings.catch_warnings():   # a bin no run reached stays NaN
+      warnings.simplefilter('ignore', RuntimeWarning)
       mean_bins = np.nanmean(np.stack(bins), axis=0) if len(bins) > 1 else bins[0]
     return Reference(np.mean(feats, axis=0), float(bpb), mean_bins)
 

@@ -146,10 +146,13 @@ class Search:
     self.state = SearchState.from_json(meta['state'])
     self.calibration = evaluator.Calibration.from_dict(meta['calibration'],
                                                        self.evaluator_config)
-    if meta['reference'] is not None:
-      self.reference = evaluator.Reference(
-          np.asarray(meta['reference']['features'], np.float64), meta['reference']['bpb'])
     self.best_rows = self.store.rows_of(genotype_lib.genotype_id(self.state.best_genotype))
+    if meta['reference'] is not None:
+      # The binned curve (the learned predictor's input) is rebuilt from the best's rows.
+      rebuilt = self.calibration.reference(self.best_rows, self.state.best_bpb, self.budget)
+      self.reference = evaluator.Reference(
+          np.asarray(meta['reference']['features'], np.float64), meta['reference']['bpb'],
+          None if rebuilt is None else rebuilt.bins)
     logging.info('resumed: %d trials, best val_bpb %.6f', self.state.trials,
                  self.state.best_bpb)
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from autoresearch import agents, checkpointing, genotype as genotype_lib, ledger as ledger_lib
@@ -243,3 +244,32 @@ def test_the_checkpoint_holds_raw_outcomes_so_a_new_view_of_them_resumes(tmp_pat
   assert state.trials == 10 and len(state.history) == 4
   assert [r.trial for r in ledger_lib.read_records(str(tmp_path / 'trials.jsonl'))] == list(
       range(1, 11))
+
+
+def _curve_run(genotype, corpus, cfg, watch=None, devices=None):
+  """_landscape_run with a power-law loss curve of 20 readings over the budget."""
+  result = _landscape_run(genotype, corpus, cfg, watch, devices)
+  budget = cfg.budget_seconds
+  result.loss_curve = [[budget * k / 20, k, 2.0 + 3.0 * (k / 20) ** -0.5] for k in range(1, 21)]
+  result.train_seconds = result.total_seconds = budget
+  return result
+
+
+def test_a_resumed_search_compares_trials_with_the_same_reference_curve(tmp_path):
+  config = _tiny_config('random', max_trials=5)
+  first = search.Search(config, str(tmp_path), runner=_curve_run)
+  try:
+    first.measure_noise()
+    first.step()
+    before = first.reference
+  finally:
+    first.store.close()
+  assert before is not None and before.bins is not None
+  resumed = search.Search(config, str(tmp_path), runner=_curve_run)
+  try:
+    after = resumed.reference
+  finally:
+    resumed.store.close()
+  assert after.bpb == before.bpb
+  np.testing.assert_array_equal(after.features, before.features)
+  np.testing.assert_array_equal(after.bins, before.bins)   # NaN where no run reached a bin
