@@ -1,11 +1,13 @@
 """Scoring a trial: the fixed evaluation windows in whole batches, the jitted step that sums
 their cross-entropy, and bits per byte over each split.
 
-The evaluation runs without a host round trip per batch: every batch is placed and its
-step dispatched back to back, each batch's summed nats stays on the device, and all of
-a split's sums come to the host in one transfer (one sync per split). The host then adds
-them in float64 in batch order (as reading each batch's sum at once did), so the figure
-is the same to the last bit, whatever the device's pipelining.
+The evaluation runs without a host round trip per batch: a split's windows are placed
+on the devices whole (a few MB), one jitted program scans its batches (`lax.scan`, one
+batch's activations live at a time) and returns each batch's summed nats, and those
+come to the host in one transfer: one dispatch and one sync per split. The host adds
+them in float64 in batch order, as reading each batch's sum at once did. (Dispatching
+one program per batch back to back instead deadlocked XLA's CPU collectives on fake
+devices: dozens of programs in flight, each waiting in an all-reduce.)
 """
 
 from __future__ import annotations
@@ -31,16 +33,23 @@ def cross_entropy_nats(logits_BxTxV, targets_BxT):
 
 
 def make_eval_step(graphdef, shardings: Optional[tuple] = None):
-  """(params, inputs (N, T), targets (N, T), mask (N, T)) -> summed nats over the mask.
-  `shardings`: (params, batch) shardings, or None."""
-  def eval_step(params, inputs, targets, mask):
+  """(params, inputs (n, N, T), targets (n, N, T), mask (n, N, T)) -> float32 (n,): each
+  of the n batches' summed nats over its mask, the batches scanned one after another.
+  `shardings`: (params, batches) shardings, or None."""
+  def batch_nats(params, batch):
+    inputs, targets, mask = batch
     logits = nnx.merge(graphdef, params)(inputs.astype(jnp.int32))
     return jnp.sum(jnp.where(mask, cross_entropy_nats(logits, targets), 0.0))
+
+  def eval_step(params, inputs, targets, mask):
+    _, nats = jax.lax.scan(lambda carry, batch: (carry, batch_nats(params, batch)), None,
+                           (inputs, targets, mask))
+    return nats
   if shardings is None:
     return jax.jit(eval_step)
-  params_sh, batch_sh = shardings
-  return jax.jit(eval_step, in_shardings=(params_sh, batch_sh, batch_sh, batch_sh),
-                 out_shardings=NamedSharding(batch_sh.mesh, P()))
+  params_sh, batches_sh = shardings
+  return jax.jit(eval_step, in_shardings=(params_sh, batches_sh, batches_sh, batches_sh),
+                 out_shardings=NamedSharding(batches_sh.mesh, P()))
 
 
 def eval_batches(split: np.ndarray, scorable: Optional[np.ndarray], num_bytes: int,
@@ -62,30 +71,32 @@ def eval_batches(split: np.ndarray, scorable: Optional[np.ndarray], num_bytes: i
 
 def eval_sets(corpus: data.Corpus, val_bytes: int, eval_batch_tokens: int, seq_len: int,
               num_devices: int, score_test: bool) -> dict:
-  """Split name -> `eval_batches` of val (and test, with `score_test`)."""
+  """Split name -> `eval_batches` of val (and test, with `score_test`), padded with
+  all-masked batches to one number of batches, so one compiled step serves both."""
   splits = {'val': (corpus.val, corpus.val_scorable),
             **({'test': (corpus.test, corpus.test_scorable)} if score_test else {})}
-  return {name: eval_batches(split, scorable, val_bytes, seq_len, eval_batch_tokens,
+  sets = {name: eval_batches(split, scorable, val_bytes, seq_len, eval_batch_tokens,
                              num_devices)
           for name, (split, scorable) in splits.items()}
+  most = max(len(batches[0]) for batches in sets.values())
+  return {name: tuple(np.pad(a, ((0, most - len(a)), (0, 0), (0, 0))) for a in batches)
+          for name, batches in sets.items()}
 
 
 def split_nats(eval_step, params, batches, put) -> float:
-  """Summed nats of `params` over `batches` (inputs, targets, mask), each (n, N, T):
-  all n steps dispatched before any result is read, then one transfer of the n sums.
-  `put` places a host batch on the devices."""
-  inputs, targets, mask = batches
-  per_batch = [eval_step(params, put(inputs[i]), put(targets[i]), put(mask[i]))
-               for i in range(len(inputs))]
+  """Summed nats of `params` over `batches` (inputs, targets, mask), each (n, N, T): one
+  call of `eval_step`, then one transfer of the n per-batch sums. `put` places a
+  host array (n, N, T) on the devices."""
+  per_batch = jax.device_get(eval_step(params, *(put(a) for a in batches)))
   # Python's left-to-right sum of float64s: the sum a per-batch read would have taken.
-  return sum(float(nats) for nats in jax.device_get(per_batch))
+  return sum(float(nats) for nats in per_batch)
 
 
 def evaluate(built, params, placement) -> Scores:
   """Bits per byte of `params` on each of `built.eval_sets` (a `trial_types.Built`),
   placed by `placement` (a `trial.Placement`), timed."""
   eval_start = time.perf_counter()
-  put = lambda a: placement.put(a, placement.batch)  # noqa: E731
+  put = lambda a: placement.put(a, placement.batches)  # noqa: E731
   bpb = {name: bits_per_byte(split_nats(built.eval_step, params, batches, put),
                              int(batches[2].sum()))
          for name, batches in built.eval_sets.items()}

@@ -119,6 +119,11 @@ class Placement:
     """Leading (batch) dimension split over every device."""
     return NamedSharding(self.mesh, P(('data', 'fsdp')))
 
+  @property
+  def batches(self) -> NamedSharding:
+    """A stack of batches (n, N, ...): each batch's rows split over every device."""
+    return NamedSharding(self.mesh, P(None, ('data', 'fsdp')))
+
   def state(self, abstract_tree):
     """Shardings of a parameter or optimizer-state tree: replicated, or with `fsdp` each
     array split on its first dimension divisible by the number of devices."""
@@ -218,9 +223,8 @@ def build(genotype: genotype_lib.Genotype, corpus: data.Corpus, cfg: TrialConfig
       params, opt_state, batch_spec, progress_spec).compile()
   eval_sets = evaluation.eval_sets(corpus, cfg.val_bytes, cfg.eval_batch_tokens, seq_len,
                                    placement.num_devices, score_test)
-  eval_step = evaluation.make_eval_step(graphdef, (params_sh, placement.batch)).lower(
-      params, *(jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in eval_sets['val'])
-  ).compile()
+  eval_step = evaluation.make_eval_step(graphdef, (params_sh, placement.batches)).lower(
+      params, *(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in eval_sets['val'])).compile()
   compile_seconds = time.perf_counter() - compile_start
   return Built(train_step, eval_step, params, opt_state, eval_sets, model_cfg, optim_cfg,
                batch_size, seq_len, compile_seconds,

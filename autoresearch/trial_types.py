@@ -174,7 +174,7 @@ class Built(NamedTuple):
   """A genotype compiled for a placement, before its clock starts. `trial.train` donates
   `params` and `opt_state`: they are unusable once it has run."""
   train_step: Any              # compiled (params, opt_state, batch, progress) -> (.., .., loss)
-  eval_step: Any               # compiled (params, inputs, targets, mask) -> summed nats
+  eval_step: Any               # compiled (params, inputs, targets, mask) -> nats per batch
   params: Any                  # initial parameters (float32 master weights, placed)
   opt_state: Any               # initial optimizer state (placed)
   eval_sets: dict              # split name -> (inputs, targets, mask), each (batches, N, T)
