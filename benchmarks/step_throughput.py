@@ -1,17 +1,21 @@
 """Training-step throughput of the baseline genotype: JAX (ours) against PyTorch, and MFU.
 
     python benchmarks/step_throughput.py [--seconds=20] [--config=configs/default.py]
-        [--rounds=4] [--config.genotype.d_model=192 ...]
+        [--rounds=4] [--attentions=explicit,xla] [--inline] [--config.genotype.d_model=192 ...]
 
 One run does, in order:
 
 1. Measures the fp32 matmul ceiling of this machine with
    `autoresearch.hardware.measure_matmul_flops('float32')` (a large jitted matmul;
    the same ceiling `trial` divides by on CPUs), at the start and again before each
-   JAX round; the best sample is the ceiling.
+   round; the best sample is the ceiling.
 2. Builds the config's baseline genotype with `trial.build`, the very function
    `trial.run` compiles a trial with (on one device), and reports its compile seconds
-   (the train and eval steps, as a trial's compile_seconds).
+   (the train and eval steps, as a trial's compile_seconds), with the attention kernel
+   `trial.attention` names ('auto': the backend's, `attention_kernel:`). With
+   `--attentions`, the same genotype also with each other kernel listed, timed in the
+   same rounds, so that kernels compare within one run on a shared machine
+   (`attention_<kind>_vs_<auto's kind>:`, tokens/s over tokens/s).
 3. Where PyTorch can be imported (it is not a dependency of the project), builds the
    same model in PyTorch (token embedding, RMSNorm with scale, causal attention with
    RoPE at the same head count and head dim through `F.scaled_dot_product_attention`,
@@ -26,9 +30,17 @@ One run does, in order:
    lets the other framework's worker threads go idle). Each framework's figure is its
    best round, the one least disturbed. Each round also reports how many cores other
    processes kept busy meanwhile (from /proc, Linux only): a figure well above 0 means
-   that round was measured on a busy machine. Both loops sample their batches with
-   `data.sample_batch` from the pystdlib corpus inside the timed loop and follow the
-   trial's dispatch pattern: step t is dispatched, then step t-1's loss is read.
+   that round was measured on a busy machine. Every loop follows the trial's dispatch
+   pattern (step t is dispatched, then step t-1's loss is read) on batches of
+   `data.sample_batch` from the pystdlib corpus: the JAX loops take them from the
+   trial's prefetch thread (`autoresearch.prefetch`, sampled and placed ahead), the
+   PyTorch loop and, with `--inline`, a JAX loop as the trial ran before the prefetch
+   thread (`jax_inline`) sample each inside the loop.
+
+`host_ms_per_step` is the host's time per step outside the device computation: the
+loop's time less the time it waited for a loss (a step's result), over the steps; a
+host that keeps ahead of the device shows a figure well under `jax_step_ms`.
+`host_batch_ms` is what sampling and placing one batch costs when done inline.
 
 Every figure is printed as a `key: value` line; the last line is `mfu: X`, the JAX
 step's model FLOP/s (`models.gpt.flops_per_token` x tokens/s, matmuls only) over the
@@ -38,6 +50,7 @@ tokens/s (above 1: ours is faster).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -52,7 +65,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from autoresearch import data, hardware, trial  # noqa: E402
+from autoresearch import data, hardware, prefetch, trial  # noqa: E402
 from autoresearch import genotype as genotype_lib  # noqa: E402
 from benchmarks.torch_twin import TorchStep, torch, torch_unsupported  # noqa: E402
 from models import gpt  # noqa: E402
@@ -63,6 +76,10 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_float('seconds', 20.0, 'Timed seconds per framework (split over --rounds).')
 flags.DEFINE_integer('rounds', 4, 'Alternating timed rounds per framework; the best counts.')
 flags.DEFINE_float('warmup_seconds', 1.0, 'Untimed warm-up before each round.')
+flags.DEFINE_list('attentions', [], 'Other attention kernels to time beside the config\'s '
+                  '(explicit, xla, cudnn), in the same rounds.')
+flags.DEFINE_bool('inline', False, 'Also time the JAX step with batches sampled inline '
+                  '(the loop before the prefetch thread).')
 
 _WARMUP_MIN_STEPS = 3
 _QUIET_CORES = 0.25  # a round with other processes busier than this was disturbed
@@ -117,35 +134,38 @@ class _Clock:
     return (self.spent + round_elapsed) / self.total
 
 
-def _timed_round(step_fn, read_loss, rng, split, batch_size, seq_len, seconds, warmup_seconds,
-                 clock: _Clock):
-  """Warm-up, then `seconds` of steps. step_fn(batch, progress) -> loss handle; read_loss
-  waits for it. Returns (steps, elapsed seconds, last loss, cores other processes used)."""
+def _timed_round(runner, next_batch, seconds, warmup_seconds, clock: _Clock):
+  """Warm-up, then `seconds` of steps of `runner` (step(batch, progress) -> loss handle;
+  read_loss waits for it) on batches from `next_batch()`. Returns (steps, elapsed
+  seconds, last loss, cores other processes used, seconds spent waiting for losses)."""
   start = time.perf_counter()
   steps, loss = 0, None
   while steps < _WARMUP_MIN_STEPS or time.perf_counter() - start < warmup_seconds:
-    loss = step_fn(data.sample_batch(rng, split, batch_size, seq_len), clock.progress(0.0))
+    loss = runner.step(next_batch(), clock.progress(0.0))
     steps += 1
-  read_loss(loss)
+  runner.read_loss(loss)
 
   load = _ForeignLoad()
   clock_start = time.perf_counter()
-  steps, pending, last = 0, None, float('nan')
+  steps, pending, last, waited = 0, None, float('nan'), 0.0
   while True:
     elapsed = time.perf_counter() - clock_start
     if elapsed >= seconds:
       break
-    batch = data.sample_batch(rng, split, batch_size, seq_len)
-    loss = step_fn(batch, clock.progress(elapsed))
+    loss = runner.step(next_batch(), clock.progress(elapsed))
     steps += 1
     if pending is not None:
-      last = read_loss(pending)  # waits for step t-1 only
+      wait_start = time.perf_counter()
+      last = runner.read_loss(pending)  # waits for step t-1 only
+      waited += time.perf_counter() - wait_start
     pending = loss
   if pending is not None:
-    last = read_loss(pending)
+    wait_start = time.perf_counter()
+    last = runner.read_loss(pending)
+    waited += time.perf_counter() - wait_start
   elapsed = time.perf_counter() - clock_start
   clock.spent += elapsed
-  return steps, elapsed, last, load.cores()
+  return steps, elapsed, last, load.cores(), waited
 
 
 def _matmul_ceiling(seconds: float) -> float:
@@ -159,18 +179,25 @@ def _matmul_ceiling(seconds: float) -> float:
 class JaxStep:
   """The trial's compiled training step for `genotype`, built by `trial.build` as
   `trial.run` builds it, on one device (the ceiling MFU divides by is one device's),
-  with its state."""
+  with its state. `prefetch`: batches come from the trial's prefetch thread, placed
+  ahead; else each is sampled and placed in the loop."""
 
-  def __init__(self, genotype, trial_cfg: trial.TrialConfig, corpus: data.Corpus):
+  def __init__(self, genotype, trial_cfg: trial.TrialConfig, corpus: data.Corpus,
+               prefetch_batches: bool = True):
     self.placement = trial.Placement.over(jax.devices()[:1], trial_cfg.fsdp)
     built = trial.build(genotype_lib.make(genotype), corpus, trial_cfg, self.placement)
     self.train_step, self.params, self.opt_state = built.train_step, built.params, built.opt_state
     self.compile_seconds = built.compile_seconds
     self.num_params = built.num_params
     self.model_cfg = built.model_cfg
+    self.prefetch_batches = prefetch_batches
+
+  def sample(self, rng, split, batch_size, seq_len):
+    """One batch sampled and placed on the device, as the trial's loop makes it."""
+    return self.placement.put(data.sample_batch(rng, split, batch_size, seq_len),
+                              self.placement.batch)
 
   def step(self, batch, progress):
-    batch = self.placement.put(batch, self.placement.batch)
     self.params, self.opt_state, loss = self.train_step(
         self.params, self.opt_state, batch, np.float32(progress))
     return loss
@@ -180,103 +207,119 @@ class JaxStep:
     return float(loss)
 
 
+def _feed(runner, seed, split, batch_size, seq_len):
+  """(next_batch, close) for a round of `runner`: the trial's prefetch thread for a JAX
+  step that prefetches, else sampling inline (placing too, for JAX)."""
+  if isinstance(runner, JaxStep) and runner.prefetch_batches:
+    batches = prefetch.Prefetcher(
+        lambda rng: runner.sample(rng, split, batch_size, seq_len), seed)
+    return batches.next, batches.close
+  rng = np.random.default_rng(seed)
+  sample = runner.sample if isinstance(runner, JaxStep) else data.sample_batch
+  return (lambda: sample(rng, split, batch_size, seq_len)), (lambda: None)
+
+
+def _host_batch_ms(runner: JaxStep, split, batch_size, seq_len, n: int = 50) -> float:
+  """Milliseconds to sample and place one batch inline (what the loop paid per step
+  before batches were prefetched), the median of `n`."""
+  rng, times = np.random.default_rng(0), []
+  for _ in range(n):
+    start = time.perf_counter()
+    jax.block_until_ready(runner.sample(rng, split, batch_size, seq_len))
+    times.append(time.perf_counter() - start)
+  return 1e3 * float(np.median(times))
+
+
 # ---------------------------------------------------------------------------
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  config = FLAGS.config
-  seconds, rounds = FLAGS.seconds, max(1, FLAGS.rounds)
-  per_round = seconds / rounds
-  cores = _cores()
+def _jax_runners(genotype, trial_cfg, corpus):
+  """[(name, JaxStep)]: 'jax' with the config's kernel ('auto' resolved), then
+  'jax_inline' with --inline, then 'jax_<kind>' for each other kernel of --attentions."""
+  main_step = JaxStep(genotype, trial_cfg, corpus)
+  runners = [('jax', main_step)]
+  if FLAGS.inline:
+    runners.append(('jax_inline', JaxStep(genotype, trial_cfg, corpus, prefetch_batches=False)))
+  for kind in [k for k in FLAGS.attentions if k != main_step.model_cfg.attention]:
+    cfg = dataclasses.replace(trial_cfg, attention=kind)
+    runners.append((f'jax_{kind}', JaxStep(genotype, cfg, corpus)))
+  return runners
 
-  _print('device', f'{jax.default_backend()} {hardware.device_kind()} x{len(jax.devices())}')
-  _print('cores', cores)
-  _print('jax_version', jax.__version__)
 
-  # 1. The matmul ceiling, before anything else loads the machine; measured again before
-  # each JAX round, the best sample counts (a busy machine only ever lowers it).
-  ceilings = [_matmul_ceiling(1.0)]
-  _print('matmul_gflops_fp32_start', f'{ceilings[0] / 1e9:.1f}')
-
-  # 2. The baseline genotype and the trial's compiled step.
-  genotype = genotype_lib.from_config(config)
-  genotype_lib.check(genotype)
-  trial_cfg = trial.TrialConfig.from_config(config)
-  batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
-  tokens_per_step = batch_size * seq_len
-  corpus = data.load_corpus('pystdlib')
-  jax_step = JaxStep(genotype, trial_cfg, corpus)
-  flops_per_token = gpt.flops_per_token(jax_step.model_cfg)
-  _print('genotype_id', genotype_lib.genotype_id(genotype))
-  _print('shape', f'batch {batch_size} x seq {seq_len}, {genotype["n_layers"]} layers, '
-         f'd_model {genotype["d_model"]}, {genotype["n_heads"]} heads of '
-         f'{jax_step.model_cfg.head_dim} ({genotype["n_kv_heads"]} kv), '
-         f'{genotype["activation"]} x{genotype["mlp_ratio"]:g}, {genotype["optimizer"]}')
-  _print('compute_dtype', trial_cfg.compute_dtype)
-  _print('params', jax_step.num_params)
-  _print('tokens_per_step', tokens_per_step)
-  _print('flops_per_token_M', f'{flops_per_token / 1e6:.3f}')
-  _print('jax_compile_seconds', f'{jax_step.compile_seconds:.2f}')
-
-  # 3. The PyTorch twin, when it can be had.
-  torch_step, torch_note = None, ''
+def _torch_runner(genotype, trial_cfg, cores):
+  """[('torch', TorchStep)] where PyTorch can mirror the genotype, else []; and a note."""
   if torch is None:
-    torch_note = 'PyTorch not importable'
-  else:
-    torch_note = torch_unsupported(genotype, trial_cfg)
-    if torch_note:
-      torch_note = f'genotype not mirrored in PyTorch ({torch_note})'
-    else:
-      torch.set_num_threads(cores)
-      torch_step = TorchStep(genotype, trial_cfg)
-      _print('torch_version', torch.__version__)
-      _print('torch_mode', f'eager (no torch.compile), CPU, {torch.get_num_threads()} threads, '
-             'F.scaled_dot_product_attention(is_causal=True), AdamW(foreach=True)')
-      _print('torch_params', torch_step.num_params)
+    return [], 'PyTorch not importable'
+  note = torch_unsupported(genotype, trial_cfg)
+  if note:
+    return [], f'genotype not mirrored in PyTorch ({note})'
+  torch.set_num_threads(cores)
+  torch_step = TorchStep(genotype, trial_cfg)
+  _print('torch_version', torch.__version__)
+  _print('torch_mode', f'eager (no torch.compile), CPU, {torch.get_num_threads()} threads, '
+         'F.scaled_dot_product_attention(is_causal=True), AdamW(foreach=True)')
+  _print('torch_params', torch_step.num_params)
+  return [('torch', torch_step)], ''
 
-  # 4. Alternating timed rounds; the best round of each framework counts.
-  runners = [('jax', jax_step)] + ([('torch', torch_step)] if torch_step is not None else [])
-  clocks = {name: _Clock(seconds) for name, _ in runners}
-  best = {name: 0.0 for name, _ in runners}
-  totals = {name: [0, 0.0] for name, _ in runners}
-  quiet = {name: 0 for name, _ in runners}
+
+def _rounds(runners, corpus, batch_size, seq_len, seed, ceilings):
+  """Alternating timed rounds, each runner once a round; the ceiling is measured again
+  before each round. Returns {name: dict(best tokens/s, steps, seconds, waited, quiet)}
+  and whether the load on the machine could be read."""
+  rounds = max(1, FLAGS.rounds)
+  per_round = FLAGS.seconds / rounds
+  stats = {name: dict(best=0.0, steps=0, seconds=0.0, waited=0.0, quiet=0) for name, _ in runners}
+  clocks = {name: _Clock(FLAGS.seconds) for name, _ in runners}
   measured_load = False
   for r in range(rounds):
     ceilings.append(_matmul_ceiling(0.5))
     for name, runner in runners:
-      rng = np.random.default_rng(trial_cfg.seed + 1000 * r)
-      steps, elapsed, loss, foreign = _timed_round(
-          runner.step, runner.read_loss, rng, corpus.train, batch_size, seq_len, per_round,
-          FLAGS.warmup_seconds, clocks[name])
-      tps = steps * tokens_per_step / elapsed
-      best[name] = max(best[name], tps)
-      totals[name][0] += steps
-      totals[name][1] += elapsed
+      next_batch, close = _feed(runner, seed + 1000 * r, corpus.train, batch_size, seq_len)
+      try:
+        steps, elapsed, loss, foreign, waited = _timed_round(
+            runner, next_batch, per_round, FLAGS.warmup_seconds, clocks[name])
+      finally:
+        close()
+      tps = steps * batch_size * seq_len / elapsed
+      st = stats[name]
+      st['best'] = max(st['best'], tps)
+      st['steps'] += steps
+      st['seconds'] += elapsed
+      st['waited'] += waited
       busy = '' if foreign is None else f', other processes busy {foreign:.2f} cores'
       if foreign is not None:
         measured_load = True
-        quiet[name] += foreign < _QUIET_CORES
+        st['quiet'] += foreign < _QUIET_CORES
       _print(f'{name}_round{r + 1}', f'{tps:,.0f} tokens/s, {1e3 * elapsed / steps:.2f} ms/step, '
-             f'{steps} steps in {elapsed:.1f} s, loss {loss:.3f}{busy}')
-
+             f'host {1e3 * (elapsed - waited) / steps:.2f} ms/step, {steps} steps in '
+             f'{elapsed:.1f} s, loss {loss:.3f}{busy}')
   if measured_load:
     # On a busy machine PyTorch's spinning OpenMP threads degrade far more than XLA's
     # pool, so vs_pytorch from busy rounds overstates ours.
-    _print('quiet_rounds', ', '.join(f'{name} {quiet[name]}/{rounds}' for name, _ in runners)
+    _print('quiet_rounds', ', '.join(f'{name} {stats[name]["quiet"]}/{rounds}'
+                                     for name, _ in runners)
            + f' (other processes below {_QUIET_CORES} cores; with none, rerun)')
-  ceiling = max(ceilings)
-  _print('matmul_gflops_fp32_samples', ', '.join(f'{c / 1e9:.0f}' for c in ceilings))
-  _print('matmul_gflops_fp32', f'{ceiling / 1e9:.1f}')
-  jax_tps = best['jax']
+  return stats
+
+
+def _report(stats, tokens_per_step, flops_per_token, ceiling, torch_note, auto_kind):
+  """The summary lines; the last is `mfu:`."""
+  for name, st in stats.items():
+    if name == 'torch':
+      continue
+    _print(f'{name}_tokens_per_s', f'{st["best"]:.0f}')
+    _print(f'{name}_host_ms_per_step', f'{1e3 * (st["seconds"] - st["waited"]) / st["steps"]:.3f}')
+    if name.startswith('jax_') and name != 'jax_inline':
+      _print(f'attention_{name[4:]}_vs_{auto_kind}', f'{st["best"] / stats["jax"]["best"]:.3f}')
+  if 'jax_inline' in stats:
+    _print('prefetch_vs_inline', f'{stats["jax"]["best"] / stats["jax_inline"]["best"]:.3f}')
+  jax_tps = stats['jax']['best']
   jax_flops = flops_per_token * jax_tps
-  _print('jax_steps', totals['jax'][0])
-  _print('jax_tokens_per_s', f'{jax_tps:.0f}')
+  _print('jax_steps', stats['jax']['steps'])
   _print('jax_step_ms', f'{1e3 * tokens_per_step / jax_tps:.2f}')
   _print('jax_model_gflops', f'{jax_flops / 1e9:.2f}')
-  if torch_step is not None:
-    torch_tps = best['torch']
-    _print('torch_steps', totals['torch'][0])
+  if 'torch' in stats:
+    torch_tps = stats['torch']['best']
+    _print('torch_steps', stats['torch']['steps'])
     _print('torch_tokens_per_s', f'{torch_tps:.0f}')
     _print('torch_step_ms', f'{1e3 * tokens_per_step / torch_tps:.2f}')
     _print('torch_model_gflops', f'{flops_per_token * torch_tps / 1e9:.2f}')
@@ -284,8 +327,58 @@ def main(argv):
     _print('vs_pytorch', f'{jax_tps / torch_tps:.3f}')
   else:
     _print('vs_pytorch', f'n/a ({torch_note})')
+  main_st = stats['jax']
+  _print('host_ms_per_step', f'{1e3 * (main_st["seconds"] - main_st["waited"]) / main_st["steps"]:.3f}')
   mfu = jax_flops / ceiling
   _print('mfu', f'{mfu:.3f}' if math.isfinite(mfu) else 'nan')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  config = FLAGS.config
+  cores = _cores()
+  _print('device', f'{jax.default_backend()} {hardware.device_kind()} x{len(jax.devices())}')
+  _print('cores', cores)
+  _print('jax_version', jax.__version__)
+
+  # 1. The matmul ceiling, before anything else loads the machine; measured again before
+  # each round, the best sample counts (a busy machine only ever lowers it).
+  ceilings = [_matmul_ceiling(1.0)]
+  _print('matmul_gflops_fp32_start', f'{ceilings[0] / 1e9:.1f}')
+
+  # 2. The baseline genotype and the trial's compiled step (one per kernel asked for).
+  genotype = genotype_lib.from_config(config)
+  genotype_lib.check(genotype)
+  trial_cfg = trial.TrialConfig.from_config(config)
+  batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
+  corpus = data.load_corpus('pystdlib')
+  runners = _jax_runners(genotype, trial_cfg, corpus)
+  jax_step = runners[0][1]
+  flops_per_token = gpt.flops_per_token(jax_step.model_cfg)
+  _print('genotype_id', genotype_lib.genotype_id(genotype))
+  _print('shape', f'batch {batch_size} x seq {seq_len}, {genotype["n_layers"]} layers, '
+         f'd_model {genotype["d_model"]}, {genotype["n_heads"]} heads of '
+         f'{jax_step.model_cfg.head_dim} ({genotype["n_kv_heads"]} kv), '
+         f'{genotype["activation"]} x{genotype["mlp_ratio"]:g}, {genotype["optimizer"]}')
+  _print('compute_dtype', trial_cfg.compute_dtype)
+  _print('attention_kernel',
+         f'{jax_step.model_cfg.attention} (trial.attention={trial_cfg.attention})')
+  _print('params', jax_step.num_params)
+  _print('tokens_per_step', batch_size * seq_len)
+  _print('flops_per_token_M', f'{flops_per_token / 1e6:.3f}')
+  for name, runner in runners:
+    _print(f'{name}_compile_seconds', f'{runner.compile_seconds:.2f}')
+  _print('host_batch_ms', f'{_host_batch_ms(jax_step, corpus.train, batch_size, seq_len):.3f}')
+
+  # 3. The PyTorch twin, when it can be had; 4. alternating rounds, the best counts.
+  torch_runners, torch_note = _torch_runner(genotype, trial_cfg, cores)
+  stats = _rounds(runners + torch_runners, corpus, batch_size, seq_len, trial_cfg.seed, ceilings)
+  ceiling = max(ceilings)
+  _print('matmul_gflops_fp32_samples', ', '.join(f'{c / 1e9:.0f}' for c in ceilings))
+  _print('matmul_gflops_fp32', f'{ceiling / 1e9:.1f}')
+  _report(stats, batch_size * seq_len, flops_per_token, ceiling, torch_note,
+          jax_step.model_cfg.attention)
 
 
 if __name__ == '__main__':
