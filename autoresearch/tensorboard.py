@@ -74,7 +74,10 @@ class ScalarWriter:
 
   def __init__(self, logdir: str, first_trial: int):
     import tensorboardX   # optional: only imported when installed
-    self.writer = tensorboardX.SummaryWriter(logdir, purge_step=first_trial)
+    # The file name has the start time in whole seconds: a search resumed within the
+    # same second would overwrite the last one's file without the first trial in it.
+    self.writer = tensorboardX.SummaryWriter(logdir, purge_step=first_trial,
+                                             filename_suffix=f'.trial{first_trial}')
 
   def write(self, rows: Iterable[TrialRecord]) -> None:
     """Each row's scalars at its trial number, flushed to disk."""

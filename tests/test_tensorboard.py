@@ -75,7 +75,8 @@ def test_a_resumed_search_appends_from_its_next_trial(tmp_path):
   config.output.tensorboard = True
   search.run(config, str(tmp_path), runner=_gain_run)
   config.search.max_trials = 6
-  search.run(config, str(tmp_path), runner=_gain_run)
+  search.run(config, str(tmp_path), runner=_gain_run)   # often within the same second
+  assert len(list((tmp_path / tensorboard.SUBDIR).glob('events.out.tfevents.*'))) == 2
   steps = [step for step, tag, _ in _events(tmp_path / tensorboard.SUBDIR)
            if tag == 'trial/val_bpb']
   assert steps == [1, 2, 3, 4, 5, 6]
