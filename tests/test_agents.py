@@ -74,7 +74,8 @@ def test_optuna_starts_from_the_exact_best_of_the_view(tmp_path):
   assert first.value == 2.3456789012345 and first.params == optuna_agents.to_params(best)
 
 
-@pytest.mark.parametrize('kind', ['random', 'random_global', 'evolution'])
+@pytest.mark.parametrize('kind', ['random', 'random_global',
+                                  pytest.param('evolution', marks=pytest.mark.slow)])  # 18 s
 def test_drawing_agents_propose_only_valid_genotypes(tmp_path, kind):
   best = genotype_lib.from_config(default.get_config())
   proposed = _drive(_make(kind, tmp_path), best, 120)
@@ -112,7 +113,7 @@ def test_optuna_agents_take_a_large_search_seed(tmp_path, kind):
   assert len(_drive(agent, best, 2)) == 2
 
 
-@pytest.mark.parametrize('kind', ['tpe', 'cmaes'])
+@pytest.mark.parametrize('kind', ['tpe', pytest.param('cmaes', marks=pytest.mark.slow)])
 def test_optuna_agents_stay_in_the_space_and_are_told_invalid_proposals_as_failed(tmp_path, kind):
   best = genotype_lib.from_config(default.get_config())
   agent = _make(kind, tmp_path)
@@ -130,7 +131,8 @@ def test_optuna_agents_stay_in_the_space_and_are_told_invalid_proposals_as_faile
 
 
 @pytest.mark.parametrize('kind', ['random', 'random_global', 'evolution',
-                                  pytest.param('ppo', marks=pytest.mark.slow), 'tpe', 'cmaes'])
+                                  pytest.param('ppo', marks=pytest.mark.slow), 'tpe',
+                                  pytest.param('cmaes', marks=pytest.mark.slow)])
 def test_state_round_trips_through_the_checkpoint(tmp_path, kind):
   best = genotype_lib.from_config(default.get_config())
   agent = _make(kind, tmp_path / 'work')

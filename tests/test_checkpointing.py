@@ -93,8 +93,9 @@ def _run_until_signal(config, workdir, signal_at_call):
   return search.run(config, workdir, runner=run_then_signal)
 
 
-@pytest.mark.parametrize('kind', [pytest.param('ppo', marks=pytest.mark.slow), 'evolution',
-                                  'tpe', 'cmaes'])
+# One agent in the fast tier; the others (about 20 s each) in the slow one.
+@pytest.mark.parametrize('kind', ['evolution'] + [pytest.param(k, marks=pytest.mark.slow)
+                                                  for k in ('ppo', 'tpe', 'cmaes')])
 def test_resume_proposes_exactly_what_an_uninterrupted_search_proposes(tmp_path, kind):
   straight = str(tmp_path / 'straight')
   search.run(_config(14, kind), straight, runner=_fake_run)
@@ -128,8 +129,10 @@ def test_resume_proposes_exactly_what_an_uninterrupted_search_proposes(tmp_path,
 
 
 def test_a_changed_config_is_refused_naming_what_changed(tmp_path):
-  search.run(_config(3), str(tmp_path), runner=_fake_run)
-  changed = _config(4)
+  # The random agent: the refusal does not depend on the agent, and PPO's policy load
+  # and first proposal cost about 12 s.
+  search.run(_config(3, 'random'), str(tmp_path), runner=_fake_run)
+  changed = _config(4, 'random')
   changed.trial.budget_seconds = 9.0
   changed.genotype.d_model = 64
   with pytest.raises(checkpointing.CheckpointError, match='trial, baseline genotype'):

@@ -101,6 +101,7 @@ def _drive(agent, n, land, start=0):
   return edits, metrics
 
 
+@pytest.mark.slow   # about 20 s
 def test_imagination_adds_edits_from_the_real_states_scored_as_real_trials_are():
   land = landscape.draw(jax.random.key(5))
   agent = _agent(imagined=4)
@@ -128,6 +129,7 @@ def test_imagination_adds_edits_from_the_real_states_scored_as_real_trials_are()
   assert (reward >= 0).all() and (reward <= math.log1p(agent.dyna.config.reward_clip) + bonus * 1e3).all()
 
 
+@pytest.mark.slow   # about 20 s
 def test_an_agent_that_imagines_resumes_exactly(tmp_path):
   land = landscape.draw(jax.random.key(6))
   agent = _agent(imagined=4)

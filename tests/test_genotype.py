@@ -147,6 +147,7 @@ def test_the_known_no_op_edits_are_masked_by_what_is_built():
     assert mask[index[name]].any(), name
 
 
+@pytest.mark.slow   # builds every edit: about 25 s
 def test_every_edit_of_the_baseline_builds_differently_exactly_when_the_mask_says():
   base = genotype_lib.from_config(tiny.get_config())
   _edits_checked_against_their_own_build(base, 0, _all_edits(base))

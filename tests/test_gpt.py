@@ -93,6 +93,7 @@ MODEL_SWITCHES = [(g.name, v) for g in genotype_lib.GENES if g.part == 'model'
                   for v in g.values]
 
 
+@pytest.mark.slow   # a compile per switch: about 70 s in all
 @pytest.mark.parametrize('gene,value', MODEL_SWITCHES)
 def test_every_switch_builds_and_takes_a_step(gene, value):
   cfg = dataclasses.replace(TINY, **{'window_pattern': 'SL', gene: value})

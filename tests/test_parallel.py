@@ -58,15 +58,18 @@ def test_data_parallel_trial_matches_one_device(on_devices):
   _assert_same_run(on_devices['four'], on_devices['one'])
 
 
+@pytest.mark.slow   # the 4-device subprocess: about 45 s
 def test_fsdp_trial_matches_one_device(on_devices):
   _assert_same_run(on_devices['four_fsdp'], on_devices['one'])
 
 
+@pytest.mark.slow   # the 4-device subprocess
 def test_micro_batches_split_over_devices(on_devices):
   _assert_same_run(on_devices['one_micro'], on_devices['one'])
   _assert_same_run(on_devices['four_micro'], on_devices['one'])
 
 
+@pytest.mark.slow   # the 4-device subprocess
 def test_flops_clock_trial_ends_at_its_budget(on_devices):
   # No step cap: the budget (600 FLOPs-clock seconds) holds exactly 6 steps.
   run = on_devices['four_flops']
@@ -75,6 +78,7 @@ def test_flops_clock_trial_ends_at_its_budget(on_devices):
   assert run['train_seconds'] == pytest.approx(600.0)
 
 
+@pytest.mark.slow   # the 4-device subprocess
 def test_batch_not_divisible_by_devices_is_a_crash(on_devices):
   run = on_devices['indivisible']
   assert run['status'] == 'crash' and run['steps'] == 0

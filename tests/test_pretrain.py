@@ -42,6 +42,7 @@ def test_collect_gathers_every_proposal_of_the_real_search_loop_with_its_reward(
   assert rollout.obs.edit_mask.shape[0] == len(rewards)
 
 
+@pytest.mark.slow   # about 20 s
 def test_pretrain_writes_a_policy_a_search_starts_from(tmp_path):
   config = _config()
   folder = str(tmp_path / 'policy')
