@@ -106,11 +106,28 @@ def test_verbosity_or_logger_levels_on_the_command_line_keep_the_libraries_loud(
   assert logging.get_verbosity() == logging.WARNING   # --quiet: our INFO lines too
 
 
+def _python_files(folder: str) -> set[str]:
+  """Basenames of the .py files under `folder`, hidden folders (.venv, .git) skipped: a
+  virtual environment inside the project holds Orbax itself."""
+  names = set()
+  for here, dirs, files in os.walk(folder):
+    dirs[:] = [d for d in dirs if not d.startswith('.')]
+    names |= {f for f in files if f.endswith('.py')}
+  return names
+
+
 def _orbax_file_names() -> set[str]:
   """Basenames of Orbax's modules that no module of this project shares."""
-  names = {f for d in ORBAX_DIRS for _, _, files in os.walk(d) for f in files if f.endswith('.py')}
-  ours = {f for _, _, files in os.walk(ROOT) for f in files if f.endswith('.py')}
-  return names - ours - {os.path.basename(p) for p in sysconfig.get_paths().values()}
+  names = set().union(*(_python_files(d) for d in ORBAX_DIRS))
+  return names - _python_files(ROOT) - {os.path.basename(p) for p in sysconfig.get_paths().values()}
+
+
+def test_orbax_module_names_are_found_with_a_virtual_environment_inside_the_project(tmp_path):
+  venv_copy = tmp_path / '.venv' / 'orbax'
+  venv_copy.mkdir(parents=True)
+  (venv_copy / 'checkpoint_manager.py').write_text('')
+  assert 'checkpoint_manager.py' not in _python_files(str(tmp_path))
+  assert 'checkpoint_manager.py' in _orbax_file_names()
 
 
 def _search_output(workdir, *extra) -> str:
