@@ -140,3 +140,34 @@ def test_a_bad_report_overhead_is_refused_before_any_file(tmp_path):
     with pytest.raises(ConfigError, match='output.report_overhead'):
       search.Search(config, str(tmp_path / 'w'), runner=_gain_run)
   assert not (tmp_path / 'w').exists()
+
+
+class _Terminal:
+  """A stream that says it is a terminal and keeps what is written to it."""
+
+  def __init__(self):
+    self.text = ''
+
+  def isatty(self):
+    return True
+
+  def write(self, text):
+    self.text += text
+
+  def flush(self):
+    pass
+
+
+def test_the_bar_says_compiling_until_the_first_reading_and_its_counter_agrees_with_it():
+  from autoresearch import progress
+  from autoresearch.trial_types import LossReading
+  terminal = _Terminal()
+  bar = progress.ProgressLine(3.0, 64, 'trial 6', stream=terminal)
+  assert 'trial 6' in terminal.text and 'compiling' in terminal.text
+  bar.bar.mininterval = 0.0
+  bar(LossReading(seconds=2.6, progress=2.6 / 3.0, step=100, loss=2.5, wall_seconds=2.6))
+  last = terminal.text.split('\r')[-1]
+  assert '2.6/3.0 s' in last and 'left=1s' in last and 'compiling' not in last
+  bar.close()
+  assert progress.seconds_left(3.0, 3.0) == '0s' and progress.seconds_left(60.0, 0.2) == '60s'
+  assert '{n:.0f}/{total:.0f}' in progress.bar_format(60.0)
