@@ -257,10 +257,10 @@ class Search:
     logging.info('baseline val_bpb %.6f, sigma %.6f (%d degrees of freedom, floor %.6f)',
                  s.best_bpb, s.sigma, s.sigma_dof, search.min_sigma)
 
-  def _train_round(self, candidates: list[Candidate], watches: list) -> tuple[list, dict]:
-    """(first results, {index: re-run result}): the candidates, then the re-runs of
-    those inside the noise band (against the best the proposals were made against), as
-    the ledger has room for."""
+  def _train_round(self, candidates: list[Candidate], watches: list) -> tuple[list, dict, set]:
+    """(first results, {index: re-run result}, indices left without the re-run they
+    called for): the candidates, then the re-runs of those inside the noise band
+    (against the best the proposals were made against), as the ledger has room for."""
     s, seed = self.state, self.trial_config.seed
     firsts = self.executor.run([
         Job(c.genotype, seed, watch, f'trial {s.trials + 1 + i}')
@@ -272,13 +272,15 @@ class Search:
     seconds = self.executor.run([   # the second run of a genotype: the second seed
         Job(candidates[i].genotype, seed + 1, label=f're-run of trial {s.trials + 1 + i}')
         for i in reruns])
-    return firsts, dict(zip(reruns, seconds))
+    return firsts, dict(zip(reruns, seconds)), set(in_band) - set(reruns)
 
   def _judge(self, candidate: Candidate, results: list[TrialResult], rerun: bool,
-             best_before: float, watch, reference_before) -> list[TrialRecord]:
+             best_before: float, watch, reference_before,
+             no_room: bool = False) -> list[TrialRecord]:
     """The rows of one candidate (its run, and its re-run if any): the keep rule
     against the best as it stands now, the reward, and the state's new best, history
-    and calibration."""
+    and calibration. `no_room`: it was inside the noise band but `max_trials` left no
+    row for its re-run (its description says so)."""
     s, search, first = self.state, self.config.search, results[0]
     second = results[1].val_bpb if rerun and results[1].status == 'ok' else None
     if first.status == 'ok':
@@ -302,6 +304,8 @@ class Search:
     for j, result in enumerate(results):
       note = candidate.description if j == 0 else \
           f'{candidate.description} (re-run, mean {bpb:.6f})'
+      if no_room:
+        note += ' (inside the noise band; max_trials left no row to re-run it)'
       rows.append(self._record(
           result, status=status, agent=self.agent.kind, description=note, best_bpb=s.best_bpb,
           reward=reward, log_prob=p.log_prob, critic=p.critic, edit=[p.gene, p.value],
@@ -324,12 +328,12 @@ class Search:
     candidates = [self._candidate(self.agent.propose(view)) for _ in range(k)]
     best_before, reference_before = s.best_bpb, self.reference
     watches = self._watchers(k)
-    firsts, seconds = self._train_round(candidates, watches)
+    firsts, seconds, no_room = self._train_round(candidates, watches)
     per_candidate = []
     for i, candidate in enumerate(candidates):
       results = [firsts[i]] + ([seconds[i]] if i in seconds else [])
       per_candidate.append(self._judge(candidate, results, i in seconds, best_before,
-                                       watches[i], reference_before))
+                                       watches[i], reference_before, i in no_room))
     for i in seconds:   # the re-run pairs join σ, after the round's decisions
       if firsts[i].status == 'ok' and seconds[i].status == 'ok':
         self._add_repeats(candidates[i].genotype, [firsts[i].val_bpb, seconds[i].val_bpb])

@@ -273,3 +273,23 @@ def test_a_resumed_search_compares_trials_with_the_same_reference_curve(tmp_path
   assert after.bpb == before.bpb
   np.testing.assert_array_equal(after.features, before.features)
   np.testing.assert_array_equal(after.bins, before.bins)   # NaN where no run reached a bin
+
+
+def test_a_gain_inside_the_band_on_the_last_row_says_max_trials_left_no_re_run(tmp_path):
+  baseline = genotype_lib.from_config(tiny.get_config())
+
+  def band_run(genotype, corpus, cfg, watch=None, devices=None):   # every edit gains 0.005
+    bpb = 3.0 if genotype == baseline else 2.995
+    return trial.TrialResult(genotype_lib.genotype_id(genotype), dict(genotype), status='ok',
+                             val_bpb=bpb, train_seconds=1.0, total_seconds=1.0, steps=1)
+
+  config = _tiny_config('random', max_trials=5)
+  config.search.noise_repeats = 2
+  config.search.min_sigma = 0.004
+  config.evaluator.enabled = False
+  search.run(config, str(tmp_path), runner=band_run)
+  rows = ledger_lib.read_records(str(tmp_path / 'trials.jsonl'))
+  assert [r.rerun_of for r in rows] == [None, None, None, 3, None]   # trial 3 had room
+  assert 'max_trials' not in rows[2].description + rows[3].description
+  assert rows[4].status == 'discard'
+  assert rows[4].description.endswith('(inside the noise band; max_trials left no row to re-run it)')
