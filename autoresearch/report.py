@@ -263,7 +263,10 @@ def _gene_section(all_edits: list[Edit]) -> list[str]:
   ranked = sorted(by_gene.items(), key=lambda kv: -np.mean([e.reward for e in kv[1]]))[:5]
   rows = [(gene, len(es), f'{np.mean([e.reward for e in es]):+.3f}',
            sum(e.status == 'keep' for e in es)) for gene, es in ranked]
-  lines = ['## Genes whose edits gained most', '', 'Mean reward per edit of the gene.', '']
+  lines = ['## Genes whose edits gained most', '',
+           'Mean reward per edit of the gene: log1p of its gain over the best before, in σ '
+           '(0 when worse); a discarded edit that gained less than the keep rule asks for '
+           'still earns some.', '']
   return lines + (_table(('gene', 'edits', 'mean reward', 'kept'), rows)
                   if rows else ['No rewarded edit yet.'])
 
@@ -277,7 +280,9 @@ def build_markdown(records: list[TrialRecord], workdir: str = '') -> str:
   title = os.path.basename(os.path.normpath(workdir)) if workdir else 'search'
   sections = [
       [f'# autoresearch report: {title}', '', '![progress](progress.png)', '', '```',
-       format_headline(figures), f'sigma: {sigma:.6f}', '```'],
+       format_headline(figures), f'sigma: {sigma:.6f}', '```', '',
+       'sigma: the σ of val_bpb the keep rule used last, pooled over the baseline\'s noise '
+       'runs and every re-run pair (the start-up log\'s σ is the noise runs\' alone).'],
       _genotype_section(records),
       _kept_section(all_edits, sigma),
       _time_section(records, figures),
