@@ -104,7 +104,7 @@ class NeverStop:
     pass
 
 
-class OracleMethod:
+class OracleMethod(NeverStop):
   """The bound of any method that cannot stop before `min_progress`: it knows each
   recorded final and stops, at `min_progress`, every trial that will not beat the best
   (crashes included), with no false kill."""
@@ -118,15 +118,6 @@ class OracleMethod:
   def watch(self, record: TrialRecord, best_bpb: float) -> Outcome:
     wins = record.scored and record.val_bpb < best_bpb
     return Outcome(None if wins else self.min_progress * self.budget)
-
-  def finish(self, record: TrialRecord, outcome: Outcome) -> None:
-    pass
-
-  def unwatched(self, record: TrialRecord) -> None:
-    pass
-
-  def new_best(self, records: list[TrialRecord], bpb: float) -> None:
-    pass
 
 
 def checkpoint_losses(record: TrialRecord, budget: float, checkpoints: np.ndarray, window: float):
