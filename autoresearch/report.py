@@ -119,7 +119,10 @@ def build_figure(records: list[TrialRecord]) -> Figure:
   _scatter_trials(ax, records, trials)
   if math.isfinite(baseline):
     ax.axhline(baseline, color='dimgray', linestyle='--', linewidth=0.8, label='baseline mean')
-  running = [number(r.best_bpb) for r in records]
+  # While the noise runs come in, the best is their running mean, not a search result:
+  # the line starts at the last of them.
+  last_noise_run = max((i for i, r in enumerate(records) if r.is_baseline), default=-1)
+  running = [None if i < last_noise_run else number(r.best_bpb) for i, r in enumerate(records)]
   ax.step(trials, [math.nan if b is None else b for b in running], where='post',
           color=STATUS_COLOURS['keep'], alpha=0.7, linewidth=1.5, label='running best')
   _annotate_kept(ax, records, trials)

@@ -108,6 +108,8 @@ def test_figure_has_one_point_per_trial_and_the_best_line_ends_at_the_best(workd
   assert np.asarray(points['aborted']).tolist() == [[6, 2.30]]   # at its predicted bpb
   (best_line,) = [line for line in ax.lines if line.get_label() == 'running best']
   assert best_line.get_ydata()[-1] == pytest.approx(1.90)
+  # It starts at the last noise run (trial 2), not at the first run's value alone.
+  assert np.isnan(best_line.get_ydata()[0]) and not np.isnan(best_line.get_ydata()[1])
   labels = {t.get_text() for t in ax.texts if isinstance(t, Annotation)}
   assert labels == {'d_model 64->96', 'beta2 0.95->0.99', 'n_heads 2->4'}
   assert '12 trials' in ax.get_title() and '1.900000' in ax.get_title()
