@@ -38,6 +38,7 @@ def test_the_edit_tables_give_the_encoding_of_every_child():
                                   genotype_lib.encode(child))
 
 
+@pytest.mark.slow
 def test_the_world_model_learns_gains_and_crashes_and_disagrees_off_its_data():
   config = dyna.config_from(default.get_config().agent.dyna).model
   land = landscape.draw(jax.random.key(11))

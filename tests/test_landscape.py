@@ -33,6 +33,7 @@ def test_a_landscape_is_a_fixed_function_of_its_seed_vmappable_and_noisy_at_its_
   assert float(jnp.std(repeats)) == pytest.approx(float(first.noise_sigma), rel=0.05)
 
 
+@pytest.mark.slow
 def test_the_family_has_main_effects_interactions_a_size_optimum_and_crashes():
   base = genotype_lib.from_config(default.get_config())
   crash_rates, better_edits = [], []

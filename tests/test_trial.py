@@ -49,10 +49,14 @@ def test_tiny_trial_learns_within_its_budget(corpus, tiny_setup):
   readings = []
   result = trial.run(genotype, corpus, cfg, watch=lambda r: readings.append(r))
   assert result.status == 'ok', result.reason
-  # No step is dispatched that would end past the budget, so the trial ends within about
-  # a step of it; the steps here take about a millisecond, so the bound is the host's
-  # jitter on a shared machine. (tests below: the bound with slow steps.)
-  assert abs(result.train_seconds - cfg.budget_seconds) < 0.05
+  # No step is dispatched that would end past the budget by the median step's duration,
+  # so the trial ends within about a step of it (the steps here take about a
+  # millisecond). A step can still stall after its dispatch (the host descheduled on a
+  # shared machine: once 0.33 s): the overrun is at most what the last two steps in
+  # flight really took. (tests below: the bound with slow steps.)
+  overrun = result.train_seconds - cfg.budget_seconds
+  last_two_steps = result.train_seconds - readings[-3].seconds
+  assert -0.05 < overrun < max(0.05, last_two_steps + 0.01)
   assert result.clock == 'wall'
   assert result.wall_train_seconds == pytest.approx(result.train_seconds, abs=0.01)
   assert result.steps == len(readings)  # every finished step was read and watched
