@@ -87,8 +87,29 @@ class ScalarWriter:
     self.writer.flush()
 
   def close(self) -> None:
-    """Flushes and closes the event file."""
-    self.writer.close()
+    """Flushes and closes the event file. When the last flush fails (a full disk), the
+    event writers are shut down all the same and the error raised: left open,
+    tensorboardX's exit hook flushed again and printed a traceback after the search's
+    one-line stop."""
+    writers = list((self.writer.all_writers or {}).values())
+    try:
+      self.writer.close()
+    except OSError:
+      for file_writer in writers:
+        _shut_down(file_writer.event_writer)
+      raise
+
+
+def _shut_down(events) -> None:
+  """Stops a tensorboardX 2.6 EventFileWriter whose final flush failed, dropping what it
+  still held: its worker thread ends, and its close() (the exit hook's) does nothing."""
+  if getattr(events, '_closed', True):
+    return
+  events._closed = True   # what close() and add_event() check
+  try:
+    events._worker.stop()   # the thread returns at the shutdown signal
+  except Exception:  # pylint: disable=broad-except  # a dead worker or a closed queue
+    pass
 
 
 def open_writer(workdir: str, first_trial: int) -> Optional[ScalarWriter]:

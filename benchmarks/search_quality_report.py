@@ -153,7 +153,7 @@ def write(runs: list[dict], arms: list[str], results: str, preset_name: str, pre
   write_tsv(runs, os.path.join(results, 'trajectories.tsv'))
   if table:
     plot(runs, table, os.path.join(results, 'search_quality.png'),
-         f'preset {preset_name}: {preset.run_seconds / 60:g} modelled min per run')
+         f'preset {preset_name}: {preset.run_seconds:.0f} modelled seconds of agent trials per run')
   corpus = preset.corpus or "the config's"
   header = [
       f'# Search quality, preset `{preset_name}`', '',

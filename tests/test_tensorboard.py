@@ -1,6 +1,9 @@
 """TensorBoard scalars per trial: the event files hold what the ledger holds."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 import math
 import struct
 
@@ -84,3 +87,28 @@ def test_a_resumed_search_appends_from_its_next_trial(tmp_path):
 
 def test_no_writer_for_a_workdir_that_is_not_local():
   assert tensorboard.open_writer('gs://bucket/run', first_trial=1) is None
+
+
+_FULL_DISK_AT_CLOSE = '''
+import errno, sys
+from autoresearch import tensorboard
+writer = tensorboard.ScalarWriter(sys.argv[1], 1)
+writer.writer.add_scalar('x', 1.0, 1)
+(file_writer,) = writer.writer.all_writers.values()
+def full(*args, **kwargs):
+  raise OSError(errno.ENOSPC, 'No space left on device')
+file_writer.event_writer._ev_writer._py_recordio_writer.flush = full   # the disk fills
+try:
+  writer.close()
+except OSError as e:
+  print('close:', e)
+'''
+
+
+def test_a_full_disk_at_close_raises_once_and_leaves_no_traceback_at_exit(tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, '-c', _FULL_DISK_AT_CLOSE, str(tmp_path)], cwd=root,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.strip() == 'close: [Errno 28] No space left on device'
+  assert 'Traceback' not in proc.stderr and 'Exception' not in proc.stderr, proc.stderr
