@@ -110,7 +110,7 @@ def _python_files(folder: str) -> set[str]:
   """Basenames of the .py files under `folder`, hidden folders (.venv, .git) skipped: a
   virtual environment inside the project holds Orbax itself."""
   names = set()
-  for here, dirs, files in os.walk(folder):
+  for _, dirs, files in os.walk(folder):
     dirs[:] = [d for d in dirs if not d.startswith('.')]
     names |= {f for f in files if f.endswith('.py')}
   return names

@@ -4,8 +4,9 @@ refreshed after the trials, and no failure of a view stopping the search."""
 import re
 
 import pytest
-from autoresearch import genotype as genotype_lib, ledger as ledger_lib, outputs, search, trial
-from autoresearch.trial_types import ConfigError
+from autoresearch import genotype as genotype_lib, ledger as ledger_lib, outputs, progress
+from autoresearch import search, trial
+from autoresearch.trial_types import ConfigError, LossReading
 from configs import tiny
 
 GAIN_PER_GENE = 0.03   # bits/byte: every gene changed from the baseline gains this much
@@ -159,8 +160,6 @@ class _Terminal:
 
 
 def test_the_bar_says_compiling_until_the_first_reading_and_its_counter_agrees_with_it():
-  from autoresearch import progress
-  from autoresearch.trial_types import LossReading
   terminal = _Terminal()
   bar = progress.ProgressLine(3.0, 64, 'trial 6', stream=terminal)
   assert 'trial 6' in terminal.text and 'compiling' in terminal.text

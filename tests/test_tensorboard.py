@@ -1,11 +1,11 @@
 """TensorBoard scalars per trial: the event files hold what the ledger holds."""
 
 import dataclasses
+import math
 import os
+import struct
 import subprocess
 import sys
-import math
-import struct
 
 import numpy as np
 import pytest
