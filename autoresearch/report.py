@@ -218,8 +218,9 @@ def _time_section(records: list[TrialRecord], figures: dict) -> list[str]:
   totals = time_totals(records)
   wall = sum(totals.values())
   lines = ['## Time', '',
-           f'{figures["trials"]} trials in {wall / 3600:.2f} h: '
-           f'{figures["trials_per_hour"]:.2f} trials per hour.', '']
+           f'{figures["trials"]} trials in {wall / 3600:.2f} h of trial time: '
+           f'{figures["trials_per_hour"]:.2f} trials per hour. The search\'s start-up, '
+           'proposals and checkpoints between trials are not counted.', '']
   rows = [(part, f'{totals[part]:.1f}', f'{100 * totals[part] / wall:.1f}%' if wall > 0 else '-')
           for part in TIME_PARTS]
   return lines + _table(('part', 'seconds', 'share'), rows)

@@ -124,7 +124,9 @@ def time_totals(records: list[TrialRecord]) -> dict[str, float]:
 
 def headline(records: list[TrialRecord]) -> dict[str, Any]:
   """The headline figures (keys `HEADLINE_KEYS`): `kept` counts the agent's kept edits
-  (a re-run pair once, the baseline rows not at all); the percentages are of all trials."""
+  (a re-run pair once, the baseline rows not at all); the percentages are of all trials;
+  `trials_per_hour` is per hour of trial time (start-up and the time between trials are
+  not counted)."""
   n = len(records)
   baseline, sigma = baseline_stats(records)
   best = best_bpb(records)

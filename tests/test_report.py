@@ -129,7 +129,7 @@ def test_report_md_names_the_best_and_every_kept_edit(workdir):
   assert f'1.930000 (mean of 2 runs) | +0.020000 | {gain_sigmas} |' in text
   assert '| 12 | 2.7000 | - |' in text   # the policy's updates over time (no KL recorded)
   assert '| n_heads | 1 | +2.100 | 1 |' in text.split('## Genes whose edits gained most')[1]
-  assert 'trials per hour' in text
+  assert 'h of trial time' in text and 'trials per hour' in text
 
 
 def test_the_figure_plots_the_policy_updates_below_the_trials(workdir):
