@@ -53,9 +53,11 @@ def arm_table(runs: list[dict], arms: list[str]) -> dict[str, dict]:
   return table
 
 
-def paired(runs: list[dict], arm: str, other: str, split: str = 'val_bpb'):
-  """(interval, p-value, n) of PPO-arm `arm` minus `other` on the seeds both finished."""
-  a, b = _by_seed(runs, arm, '1.0', split), _by_seed(runs, other, '1.0', split)
+def paired(runs: list[dict], arm: str, other: str, split: str = 'val_bpb',
+           other_fraction: str = '1.0'):
+  """(interval, p-value, n) of PPO-arm `arm` minus `other` on the seeds both finished;
+  `other` read at `other_fraction` of its run ('0.5': as if its trials cost double)."""
+  a, b = _by_seed(runs, arm, '1.0', split), _by_seed(runs, other, other_fraction, split)
   seeds = sorted(set(a) & set(b))
   diffs = [a[s] - b[s] for s in seeds if math.isfinite(a[s] - b[s])]
   if not diffs:
@@ -98,6 +100,17 @@ def table_lines(runs: list[dict], table: dict) -> list[str]:
       if val is not None:
         lines.append(f'| {other} | {n} | {_ci(val)} | {p:.3f} | '
                      f'{_ci(test) if test else "-"} |')
+    lines += ['', 'The charge gives every built trial the same fixed costs, but a bigger model '
+              'compiles longer. If the other agent\'s trials cost double, its run ends at '
+              'half its modelled time:', '',
+              '| ppo minus, the other at half its time | seeds | val (95% CI) | p (sign flip) |',
+              '|---|---|---|---|']
+    for other in table:
+      if other == 'ppo' or other.startswith('ppo_'):
+        continue
+      val, p, n = paired(runs, 'ppo', other, other_fraction='0.5')
+      if val is not None:
+        lines.append(f'| {other} | {n} | {_ci(val)} | {p:.3f} |')
   return lines
 
 
