@@ -1,5 +1,6 @@
 """What `search_quality.py`'s finished runs show: per-arm improvements with bootstrap 95%
-intervals, PPO minus each other arm paired by seed (interval and sign-flip p-value), the
+intervals, PPO minus each other arm paired by seed (interval and sign-flip p-value; for
+the other agents also read at half their time, as if their trials cost double), the
 table, the trajectories and the plot. A run's improvement at a snapshot is the mean
 over the re-training seeds of the baseline's bpb minus the snapshot best's (val or test).
 """
