@@ -54,6 +54,11 @@ def arm_table(runs: list[dict], arms: list[str]) -> dict[str, dict]:
   return table
 
 
+def _is_ppo(arm: str) -> bool:
+  """PPO or one of its ablations (not another agent)."""
+  return arm == 'ppo' or arm.startswith('ppo_')
+
+
 def paired(runs: list[dict], arm: str, other: str, split: str = 'val_bpb',
            other_fraction: str = '1.0'):
   """(interval, p-value, n) of PPO-arm `arm` minus `other` on the seeds both finished;
@@ -70,7 +75,7 @@ def headline(runs: list[dict], table: dict) -> tuple[str, float]:
   """(the best other agent by mean re-trained val improvement, the lower 95% bound of PPO
   minus it, paired by seed). Ablations are not other agents. Choosing the best by its
   mean favours that agent, so the bound errs against PPO."""
-  others = [a for a in table if a != 'ppo' and not a.startswith('ppo_')]
+  others = [a for a in table if not _is_ppo(a)]
   if 'ppo' not in table or not others:
     return '-', math.nan
   best = max(others, key=lambda a: table[a]['val_bpb'].mean)
@@ -106,9 +111,7 @@ def table_lines(runs: list[dict], table: dict) -> list[str]:
               'half its modelled time:', '',
               '| ppo minus, the other at half its time | seeds | val (95% CI) | p (sign flip) |',
               '|---|---|---|---|']
-    for other in table:
-      if other == 'ppo' or other.startswith('ppo_'):
-        continue
+    for other in filter(lambda arm: not _is_ppo(arm), table):
       val, p, n = paired(runs, 'ppo', other, other_fraction='0.5')
       if val is not None:
         lines.append(f'| {other} | {n} | {_ci(val)} | {p:.3f} |')
