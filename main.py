@@ -1,6 +1,7 @@
 """autoresearch entry point.
 
-  python main.py --config=configs/default.py [--workdir=runs/default] [--mode=search|trial|report|train|pretrain]
+  python main.py --config=configs/default.py [--workdir=runs/default]
+      [--mode=search|trial|report|train|pretrain]
 """
 
 import sys
@@ -8,10 +9,18 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from autoresearch import console, data, distributed, genotype, modes, policies, pretrain
-from autoresearch import report, search, trial_types, workdir_io
+from autoresearch import modes, pretrain
+from autoresearch.agents.ppo import saved_policies
+from autoresearch.data.errors import DataError
+from autoresearch.runtime import distributed
+from autoresearch.search import loop
+from autoresearch.space import genotype as genotype_lib
+from autoresearch.trial.config import ConfigError, TrialConfig
+from autoresearch.views import console, report
+from autoresearch.workdir import io as workdir_io
 
-MODES = {'search': search.run, 'trial': modes.run_trial, 'report': report.main,
+
+MODES = {'search': loop.run, 'trial': modes.run_trial, 'report': report.main,
          'train': modes.run_train, 'pretrain': pretrain.pretrain}
 
 FLAGS = flags.FLAGS
@@ -34,10 +43,10 @@ def main(argv):
   distributed.initialize(FLAGS.config)  # several hosts: config.distributed or the environment
   modes.log_devices()
   try:
-    trial_types.TrialConfig.from_config(FLAGS.config)  # nonsense settings: before any file
+    TrialConfig.from_config(FLAGS.config)  # nonsense settings: before any file
     MODES[FLAGS.mode](FLAGS.config, FLAGS.workdir)
-  except (data.DataError, genotype.InvalidGenotype, workdir_io.WorkdirError,
-          trial_types.ConfigError, policies.PolicyError) as e:
+  except (DataError, genotype_lib.InvalidGenotype, workdir_io.WorkdirError,
+          ConfigError, saved_policies.PolicyError) as e:
     logging.debug('the error in full (shown at --verbosity=1):', exc_info=True)
     sys.exit(f'autoresearch: {e}')
 

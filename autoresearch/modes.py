@@ -8,8 +8,14 @@ import json
 import jax
 from absl import logging
 
-from autoresearch import data, distributed, genotype as genotype_lib, progress, trial
-from autoresearch import workdir_io
+from autoresearch.data import corpora
+from autoresearch.runtime import distributed
+from autoresearch.space import genotype as genotype_lib
+from autoresearch.trial import runner
+from autoresearch.trial.config import TrialConfig
+from autoresearch.trial.results import TrialResult
+from autoresearch.views import progress
+from autoresearch.workdir import io as workdir_io
 
 
 def log_devices() -> None:
@@ -19,7 +25,7 @@ def log_devices() -> None:
                jax.process_index(), jax.process_count())
 
 
-def print_summary(result: trial.TrialResult, corpus: data.Corpus) -> None:
+def print_summary(result: TrialResult, corpus: corpora.Corpus) -> None:
   """The run's `key: value` lines (greppable, as in karpathy/autoresearch)."""
   entropy = corpus.unigram_entropy_bits()
   fmt = lambda x: 'nan' if x is None else f'{x:.6f}'
@@ -45,22 +51,26 @@ def print_summary(result: trial.TrialResult, corpus: data.Corpus) -> None:
     print(f'{key}: {value}')
 
 
-def _run_with_progress(genotype, corpus, cfg, score_test: bool = False) -> trial.TrialResult:
+def _run_with_progress(genotype, corpus, cfg, score_test: bool = False) -> TrialResult:
   bar = progress.ProgressLine(cfg.budget_seconds, genotype['batch_size'] * genotype['seq_len'])
   try:
-    return trial.run(genotype, corpus, cfg, watch=bar, score_test=score_test)
+    return runner.run(genotype, corpus, cfg, watch=bar, score_test=score_test)
   finally:
     bar.close()
 
 
-def run_trial(config, workdir: str) -> trial.TrialResult:
-  """Trains the config's baseline genotype once; writes workdir/trial.json."""
+def _prepare(config, workdir: str) -> tuple[corpora.Corpus, TrialConfig]:
+  """The workdir and its compilation cache made; (the corpus, the trial settings)."""
   workdir_io.makedirs(workdir_io.path(workdir))
-  trial.enable_compilation_cache(workdir_io.compilation_cache_dir(workdir),
-                                 config.compilation_cache_mb)
-  corpus = data.corpus_from_config(config)
+  runner.enable_compilation_cache(workdir_io.compilation_cache_dir(workdir),
+                                  config.compilation_cache_mb)
+  return corpora.corpus_from_config(config), TrialConfig.from_config(config)
+
+
+def run_trial(config, workdir: str) -> TrialResult:
+  """Trains the config's baseline genotype once; writes workdir/trial.json."""
+  corpus, cfg = _prepare(config, workdir)
   genotype = genotype_lib.from_config(config)
-  cfg = trial.TrialConfig.from_config(config)
   logging.info('data: %s, bytes %s', corpus.description, corpus.byte_counts())
   result = _run_with_progress(genotype, corpus, cfg)
   if distributed.is_leader():  # on several hosts, process 0 speaks for all
@@ -69,18 +79,13 @@ def run_trial(config, workdir: str) -> trial.TrialResult:
   return result
 
 
-
 def run_train(config, workdir: str) -> dict:
   """Trains the genotype of `config.genotype_json` (e.g. a search's best_genotype.json)
   and the baseline `config.genotype` under the same budget and seed, and prints both
   on the val and the held-out test split: does the discovery hold?"""
   if not config.genotype_json:
     raise genotype_lib.InvalidGenotype('--mode=train needs --genotype=PATH (a JSON genotype)')
-  workdir_io.makedirs(workdir_io.path(workdir))
-  trial.enable_compilation_cache(workdir_io.compilation_cache_dir(workdir),
-                                 config.compilation_cache_mb)
-  corpus = data.corpus_from_config(config)
-  cfg = trial.TrialConfig.from_config(config)
+  corpus, cfg = _prepare(config, workdir)
   candidate = genotype_lib.from_config(config)
   baseline = genotype_lib.make(dict(config.genotype))
   logging.info('training %s vs the baseline for %.0f s each, seed %d',

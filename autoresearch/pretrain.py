@@ -2,13 +2,13 @@
 
     python main.py --mode=pretrain --workdir=policies/default
 
-Each iteration draws `searches` landscapes (landscape.py) from the pretraining seeds,
-runs the real search loop on each in memory (`landscape.search_on`: the same baseline
+Each iteration draws `searches` landscapes (synthetic/landscape.py) from the pretraining seeds,
+runs the real search loop on each in memory (`harness.search_on`: the same baseline
 runs, keep rule, rewards and view a real search has) with the current policy acting
-and not learning, and then takes one PPO update over all their transitions. The
-pretraining seeds start at PRETRAIN_SEED and are used by nothing else: tests and
-benchmarks draw their landscapes below TEST_SEED_LIMIT, so a pretrained policy is always
-measured on landscapes it never saw.
+and not learning (a collect-only agent), and then takes one PPO update over all their
+transitions. The pretraining seeds start at PRETRAIN_SEED and are used by nothing else:
+tests and benchmarks draw their landscapes below TEST_SEED_LIMIT, so a pretrained policy
+is always measured on landscapes it never saw.
 
 Credit is the agent's own (ppo.py: an edit's reward is immediate, γ = 0), so the
 transitions of many searches can be pooled into one batch without crossing searches.
@@ -27,7 +27,10 @@ import jax
 import numpy as np
 from absl import logging
 
-from autoresearch import genotype as genotype_lib, landscape, policies, ppo, ppo_agent
+from autoresearch.agents.ppo import agent as ppo_agent, saved_policies, update as ppo_update
+from autoresearch.space import genotype as genotype_lib
+from autoresearch.synthetic import harness, landscape
+
 
 PRETRAIN_SEED = 1_000_000   # landscapes and searches of pretraining: this and above
 TEST_SEED_LIMIT = 100_000   # landscapes of tests and benchmarks: below this
@@ -48,33 +51,23 @@ class PretrainConfig:
     return cls(**config.pretrain.to_dict())
 
 
-def _acting_config(config, seed: int, trials: int):
-  """The search config of one pretraining search: its agent never updates (the buffer
-  outlasts the search), so its transitions are all collected."""
-  config = landscape.search_config(config, seed, trials)
-  minibatches = config.agent.ppo.minibatches
-  config.agent.update_every = minibatches * (trials // minibatches + 1)
-  return config
-
-
-def collect(params, config, seeds, corpus=None) -> tuple[ppo.Rollout, list[float]]:
-  """One search per seed (landscape `seed`, search seed `seed`) with `params` acting;
-  returns (every transition, concatenated; the true gain of each search's best)."""
+def collect(params, config, seeds, corpus=None) -> tuple[ppo_update.Rollout, list[float]]:
+  """One search per seed (landscape `seed`, search seed `seed`) with `params` acting
+  (a collect-only agent); returns (every transition, concatenated; the true gain of
+  each search's best)."""
   rollouts, gains = [], []
   for seed in seeds:
-    search_config = _acting_config(config, seed, config.pretrain.trials)
-    agent = ppo_agent.PPOAgent(search_config.agent, seed)
-    agent.params = params
+    search_config = harness.search_config(config, seed, config.pretrain.trials)
+    agent = ppo_agent.PPOAgent(search_config.agent, seed, learn=False, params=params)
     land = landscape.draw(jax.random.key(seed), search_config.trial.budget_seconds)
-    s = landscape.search_on(land, search_config, corpus, agent=agent)
-    n = agent.buffered
-    rollouts.append(jax.tree_util.tree_map(lambda x: np.asarray(x)[:n], agent.buffer))
+    s = harness.search_on(land, search_config, corpus, agent=agent)
+    rollouts.append(agent.transitions())
     gains.append(landscape.true_gain(land, genotype_lib.from_config(config),
                                      s.state.best_genotype))
   return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *rollouts), gains
 
 
-def _fixed_size(rollout: ppo.Rollout, size: int, key) -> ppo.Rollout:
+def _fixed_size(rollout: ppo_update.Rollout, size: int, key) -> ppo_update.Rollout:
   """`size` transitions of `rollout`: a random subset, or all of them and a random
   draw of them again when there are fewer."""
   n = len(rollout.reward)
@@ -84,11 +77,18 @@ def _fixed_size(rollout: ppo.Rollout, size: int, key) -> ppo.Rollout:
   return jax.tree_util.tree_map(lambda x: x[order], rollout)
 
 
+def landscape_seeds(seed: int, iteration: int, searches: int) -> list[int]:
+  """The landscapes (and search seeds) of one pretraining iteration: pretraining's own,
+  at PRETRAIN_SEED and above."""
+  first = PRETRAIN_SEED + seed * 100_000 + iteration * searches
+  return list(range(first, first + searches))
+
+
 def pretrain(config, folder: str, seed: int = 0):
   """Pretrains a policy from scratch (module docstring) and saves it in `folder`
-  (policies.py). Returns the parameters."""
+  (agents/ppo/saved_policies.py). Returns the parameters."""
   pcfg = PretrainConfig.from_config(config)
-  acting = ppo_agent.PPOAgent(_acting_config(config, seed, pcfg.trials).agent, seed)
+  acting = ppo_agent.PPOAgent(config.agent, seed, learn=False)   # the initial policy
   ppo_config = dataclasses.replace(
       acting.ppo_config, gamma=0.0, epochs=pcfg.epochs, minibatches=pcfg.minibatches,
       learning_rate=pcfg.learning_rate)
@@ -102,19 +102,19 @@ def pretrain(config, folder: str, seed: int = 0):
   history = []
   for iteration in range(pcfg.iterations):
     start = time.time()
-    first = PRETRAIN_SEED + seed * 100_000 + iteration * pcfg.searches
-    rollout, gains = collect(params, config, range(first, first + pcfg.searches))
+    seeds = landscape_seeds(seed, iteration, pcfg.searches)
+    rollout, gains = collect(params, config, seeds)
     key, pick_key, update_key = jax.random.split(key, 3)
     rollout = _fixed_size(rollout, batch, pick_key)
     params, opt_state, metrics = fns.update(params, opt_state, rollout, 0.0, update_key)
     metrics = {k: float(v) for k, v in metrics.items()}
-    history.append(dict(iteration=iteration, mean_true_gain=float(np.mean(gains)),
+    history.append(dict(iteration=iteration, seeds=seeds, mean_true_gain=float(np.mean(gains)),
                         mean_reward=float(np.mean(rollout.reward)), **metrics))
     logging.info('pretrain %d/%d: true gain %.4f bpb, reward %.3f, approx_kl %.4f, '
                  'clip %.3f, entropy %.3f, explained variance %.3f (%.0f s)',
                  iteration + 1, pcfg.iterations, np.mean(gains), np.mean(rollout.reward),
                  metrics['approx_kl'], metrics['clip_fraction'], metrics['entropy'],
                  metrics['explained_variance'], time.time() - start)
-  policies.save(folder, params, acting.policy_config,
-                {'pretrain': dataclasses.asdict(pcfg), 'seed': seed, 'history': history})
+  saved_policies.save(folder, params, acting.policy_config,
+                      {'pretrain': dataclasses.asdict(pcfg), 'seed': seed, 'history': history})
   return params

@@ -1,8 +1,8 @@
 """What the PPO agent costs per trial, against what a trial costs.
 
 Measures, on the default config: building the search's view (the edit mask of a new
-best included, as if every trial were a keep),
-`propose` (the policy's features included), `observe` without an update, and one PPO update (amortised over the
+best included, as if every trial were a keep), `propose` (the policy's features
+included), `observe` without an update, and one PPO update (amortised over the
 `update_every` trials it serves), all after compilation; then one real default trial
 (compile + train + eval), in the same run. Prints `agent_overhead_fraction: X` last:
 agent seconds per trial / trial wall seconds.
@@ -23,9 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from autoresearch import agents, genotype as genotype_lib  # noqa: E402
-from autoresearch.ppo_agent import PPOAgent  # noqa: E402
-from benchmarks.examples import example_history, example_view, trial_wall_seconds  # noqa: E402
+from autoresearch.space import genotype as genotype_lib  # noqa: E402
+from autoresearch.agents.api import Outcome  # noqa: E402
+from autoresearch.agents.ppo.agent import PPOAgent  # noqa: E402
+from benchmarks.examples import (  # noqa: E402
+    example_history, example_view, print_trial_fraction)
 from configs import default  # noqa: E402
 
 flags.DEFINE_float('trial_seconds', 0.0, 'Use this trial wall time instead of running one.')
@@ -59,7 +61,7 @@ def main(_):
 
   obs = observation()
   proposal = agent.propose(obs)
-  outcome = lambda: agents.Outcome(obs.best_genotype, 'discard', 2.45 + 0.01 * rng.normal())
+  outcome = lambda: Outcome(obs.best_genotype, 'discard', 2.45 + 0.01 * rng.normal())
   # A full world-model memory (its fit costs the same at any fill: fixed shapes), and
   # two updates to compile.
   for _ in range(max(2 * agent.update_every, agent.dyna.config.model.capacity)):
@@ -89,10 +91,7 @@ def main(_):
   print(f'observe_ms: {1e3 * observe_best:.3f}')
   print(f'ppo_update_ms: {1e3 * update:.1f} (every {agent.update_every} trials)')
   print(f'agent_seconds_per_trial: {per_trial:.4f}')
-
-  trial_wall = trial_wall_seconds(config, FLAGS.trial_seconds)
-  print(f'trial_wall_seconds: {trial_wall:.1f}')
-  print(f'agent_overhead_fraction: {per_trial / trial_wall:.5f}')
+  print_trial_fraction(config, FLAGS.trial_seconds, 'agent_overhead_fraction', per_trial, 5)
 
 
 if __name__ == '__main__':

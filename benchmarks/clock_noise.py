@@ -31,19 +31,19 @@ import sys
 import tempfile
 import time
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-  sys.path.insert(0, _REPO_ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
-from autoresearch import data, genotype as genotype_lib, trial  # noqa: E402
+from autoresearch.data import corpora  # noqa: E402
+from autoresearch.space import genotype as genotype_lib  # noqa: E402
+from autoresearch.trial import runner  # noqa: E402
+from autoresearch.trial.config import TrialConfig  # noqa: E402
+from autoresearch.trial.results import TrialResult  # noqa: E402
+from benchmarks.timing import ForeignLoad, cores, define_config_flag, print_figure  # noqa: E402
 from models import gpt  # noqa: E402
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    'config', os.path.join(_REPO_ROOT, 'configs', 'default.py'), 'Configuration file.')
+FLAGS = define_config_flag()
 flags.DEFINE_float('budget_seconds', 20.0, 'Training seconds of every trial, on its clock.')
 flags.DEFINE_integer('seeds', 4, 'Seeds per (clock, load) condition.')
 flags.DEFINE_integer('burners', 0, 'Competing busy processes when loaded; 0: one per core.')
@@ -55,39 +55,6 @@ _BURN = ('import numpy as np\n'
          '  a = np.tanh(a @ a)\n')
 _SINGLE_THREAD = {name: '1' for name in (
     'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMEXPR_NUM_THREADS')}
-
-
-def _print(key: str, value) -> None:
-  print(f'{key}: {value}', flush=True)
-
-
-def _cores() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:  # pragma: no cover - not Linux
-    return os.cpu_count() or 1
-
-
-def _cpu_seconds():
-  """(busy CPU seconds of the machine, of this process, wall time), or None off Linux."""
-  try:
-    hz = os.sysconf('SC_CLK_TCK')
-    with open('/proc/stat') as f:
-      fields = [int(v) for v in f.readline().split()[1:9]]
-    with open('/proc/self/stat') as f:
-      own = f.read().rsplit(')', 1)[1].split()
-    return ((sum(fields) - fields[3] - fields[4]) / hz, (int(own[11]) + int(own[12])) / hz,
-            time.perf_counter())
-  except (OSError, ValueError, IndexError, AttributeError):
-    return None
-
-
-def _foreign_cores(start, end) -> str:
-  """Cores other processes kept busy between two `_cpu_seconds` readings."""
-  if start is None or end is None or end[2] <= start[2]:
-    return 'n/a'
-  busy, own, wall = (b - a for a, b in zip(start, end))
-  return f'{max(0.0, (busy - own) / wall):.2f}'
 
 
 class Burners:
@@ -110,15 +77,17 @@ class Burners:
       proc.wait()
 
 
-def _trial(genotype, corpus, cfg: trial.TrialConfig, load: str) -> trial.TrialResult:
-  start = _cpu_seconds()
-  result = trial.run(genotype, corpus, cfg)
+def _trial(genotype, corpus, cfg: TrialConfig, load: str) -> TrialResult:
+  foreign = ForeignLoad()
+  result = runner.run(genotype, corpus, cfg)
   if result.status != 'ok':
     raise RuntimeError(f'{cfg.clock} {load} seed {cfg.seed}: {result.status}: {result.reason}')
+  busy = foreign.cores()
+  busy_text = 'n/a' if busy is None else f'{busy:.2f}'
   print(f'trial: clock={cfg.clock} load={load} seed={cfg.seed} val_bpb={result.val_bpb:.6f} '
         f'steps={result.steps} train_seconds={result.train_seconds:.2f} '
         f'wall_train_seconds={result.wall_train_seconds:.2f} '
-        f'other_busy_cores={_foreign_cores(start, _cpu_seconds())}', flush=True)
+        f'other_busy_cores={busy_text}', flush=True)
   return result
 
 
@@ -126,14 +95,14 @@ def _shift(clock: str, idle: list, loaded: list) -> float:
   """Prints the clock's figures; returns |loaded - idle| mean val_bpb in idle σ."""
   sigma = statistics.stdev(r.val_bpb for r in idle)
   shift = statistics.mean(r.val_bpb for r in loaded) - statistics.mean(r.val_bpb for r in idle)
-  _print(f'{clock}_idle_mean_bpb', f'{statistics.mean(r.val_bpb for r in idle):.6f}')
-  _print(f'{clock}_loaded_mean_bpb', f'{statistics.mean(r.val_bpb for r in loaded):.6f}')
-  _print(f'{clock}_idle_sigma_bpb', f'{sigma:.6f}')
-  _print(f'{clock}_steps_idle_loaded', f'{statistics.mean(r.steps for r in idle):.1f} '
-         f'{statistics.mean(r.steps for r in loaded):.1f}')
-  _print(f'{clock}_shift_bpb', f'{shift:+.6f}')
+  print_figure(f'{clock}_idle_mean_bpb', f'{statistics.mean(r.val_bpb for r in idle):.6f}')
+  print_figure(f'{clock}_loaded_mean_bpb', f'{statistics.mean(r.val_bpb for r in loaded):.6f}')
+  print_figure(f'{clock}_idle_sigma_bpb', f'{sigma:.6f}')
+  print_figure(f'{clock}_steps_idle_loaded', f'{statistics.mean(r.steps for r in idle):.1f} '
+               f'{statistics.mean(r.steps for r in loaded):.1f}')
+  print_figure(f'{clock}_shift_bpb', f'{shift:+.6f}')
   signed = shift / sigma if sigma > 0 else (0.0 if shift == 0 else math.copysign(math.inf, shift))
-  _print(f'{clock}_shift_sigmas', f'{signed:+.3f}')
+  print_figure(f'{clock}_shift_sigmas', f'{signed:+.3f}')
   return abs(signed)
 
 
@@ -143,17 +112,17 @@ def main(argv):
     raise app.UsageError('--seeds must be at least 2 (the idle σ needs two)')
   config = FLAGS.config
   config.trial.budget_seconds = FLAGS.budget_seconds
-  base = trial.TrialConfig.from_config(config)
-  trial.enable_compilation_cache(tempfile.mkdtemp(prefix='clock_noise_cache_'),
-                                 config.compilation_cache_mb)
-  corpus = data.corpus_from_config(config)
+  base = TrialConfig.from_config(config)
+  runner.enable_compilation_cache(tempfile.mkdtemp(prefix='clock_noise_cache_'),
+                                  config.compilation_cache_mb)
+  corpus = corpora.corpus_from_config(config)
   genotype = genotype_lib.from_config(config)
   step_flops = (gpt.flops_per_token(genotype_lib.model_config(genotype, base.compute_dtype)) *
                 genotype['batch_size'] * genotype['seq_len'])
-  burners = FLAGS.burners or _cores()
-  _print('setup', f'budget {base.budget_seconds:g} s, {FLAGS.seeds} seeds, {burners} burners '
-         f'on {_cores()} cores, reference {base.reference_flops_per_second:.4g} FLOP/s, '
-         f'{step_flops:.4g} FLOPs a step')
+  burners = FLAGS.burners or cores()
+  print_figure('setup', f'budget {base.budget_seconds:g} s, {FLAGS.seeds} seeds, {burners} '
+               f'burners on {cores()} cores, reference '
+               f'{base.reference_flops_per_second:.4g} FLOP/s, {step_flops:.4g} FLOPs a step')
   runs = {(clock, load): [] for clock in ('wall', 'flops') for load in ('idle', 'loaded')}
   for seed in range(FLAGS.seeds):
     for load in ('idle', 'loaded'):
@@ -163,10 +132,10 @@ def main(argv):
           runs[clock, load].append(_trial(genotype, corpus, cfg, load))
   idle_rate = statistics.mean(r.steps * step_flops / r.wall_train_seconds
                               for r in runs['wall', 'idle'])
-  _print('idle_wall_flops_per_second', f'{idle_rate:.4g}')
+  print_figure('idle_wall_flops_per_second', f'{idle_rate:.4g}')
   _shift('wall', runs['wall', 'idle'], runs['wall', 'loaded'])
   sigmas = _shift('flops', runs['flops', 'idle'], runs['flops', 'loaded'])
-  _print('loaded_shift_sigmas', f'{sigmas:.3f}')
+  print_figure('loaded_shift_sigmas', f'{sigmas:.3f}')
 
 
 if __name__ == '__main__':

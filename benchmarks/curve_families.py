@@ -1,5 +1,6 @@
 """Synthetic searches of learning curves, for training the learned curve predictor
-(autoresearch/curve_predictor.py; LC-PFN's idea of training on curves drawn from a prior).
+(autoresearch/early_stop/curve_predictor.py; LC-PFN's idea of training on curves drawn from
+a prior).
 
 A synthetic search is a set of trials that share what a real search's trials share (the
 corpus's train/val gap, the reading noise of a batch size, a typical schedule) and
@@ -21,7 +22,8 @@ import math
 
 import numpy as np
 
-from autoresearch import curve_predictor
+from autoresearch.early_stop import curve_predictor
+
 
 LN2 = math.log(2.0)
 

@@ -74,22 +74,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import sys
-import time
 from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from autoresearch import evaluator, keep_rule, ledger  # noqa: E402
-from autoresearch.records import TrialRecord  # noqa: E402
+from autoresearch.early_stop import evaluator  # noqa: E402
+from autoresearch.early_stop.calibration import Calibration  # noqa: E402
+from autoresearch.early_stop.config import EvaluatorConfig, PREDICTORS  # noqa: E402
+from autoresearch.workdir.records import TrialRecord  # noqa: E402
 from benchmarks.replay_methods import (  # noqa: E402
-    EVALUATOR_DEFAULTS, EvaluatorMethod, NeverStop, OptunaMethod, OracleMethod)
+    EVALUATOR_DEFAULTS, EvaluatorMethod, OptunaMethod, OracleMethod)
 from benchmarks.replay_metrics import (  # noqa: E402
     MAX_FALSE_KILL_RATE, Metrics, best_within, summary, table)
+from benchmarks.replay_search import RecordedSearch, replay_search, winners  # noqa: E402
 from configs import default  # noqa: E402
 
 SWEEP_DELTAS = (0.01, 0.05, 0.1)   # P(beats the best) thresholds of the sweep rows
@@ -100,139 +101,11 @@ SWEEP_CHECK_EVERY = (0.1,)         # checkpoint schedules (fractions of the budg
 PRUNER_WARMUPS = (4, 8, 12)        # Optuna sweep rows: checkpoints before a first prune
 
 
-# --- the recorded searches --------------------------------------------------------------
-
-@dataclasses.dataclass
-class RecordedSearch:
-  """One trials.jsonl: its rows, budget, baseline and noise."""
-  path: str
-  records: list
-  budget_seconds: float
-  baseline: list        # the baseline rows that completed
-  baseline_bpb: float   # their mean (inf without any)
-  min_sigma: float      # bits/byte: the floor of the pooled σ
-
-  @classmethod
-  def load(cls, path: str, budget_seconds: float, min_sigma: float) -> 'RecordedSearch':
-    records = ledger.read_records(path)   # skips a torn last line (a search still writing)
-    if not records:
-      raise ValueError(f'{path}: no complete trial rows')
-    baseline = [r for r in records if r.is_baseline and r.scored]
-    bpbs = [r.val_bpb for r in baseline]
-    return cls(path, records, budget_seconds or records[0].budget_seconds, baseline,
-               float(np.mean(bpbs)) if bpbs else math.inf, min_sigma)
-
-  @property
-  def baseline_noise(self) -> keep_rule.Noise:
-    """σ of the baseline's runs alone: the noise at the start of the replay."""
-    return keep_rule.pooled([[r.val_bpb for r in self.baseline]], self.min_sigma)
-
-  @property
-  def sigma(self) -> float:
-    return self.baseline_noise.sigma
-
-
-def stop_cost(record: TrialRecord, stop_seconds: float) -> float:
-  """Wall seconds of a trial stopped after `stop_seconds` of training on its clock (see
-  the docstring). Under the flops clock the machine's training seconds differ from the
-  clock's: the stop saves the same fraction of the machine's seconds."""
-  total, train = record.total_seconds, record.train_seconds
-  wall_train = record.wall_train_seconds or train
-  setup = total - wall_train - record.eval_seconds
-  spent = stop_seconds * wall_train / train if train > 0 else stop_seconds
-  return min(max(setup, 0.0) + spent, total) if total else spent
-
-
-# --- the replay ----------------------------------------------------------------------------
-
-def winners(search: RecordedSearch, keep_alpha: float) -> set:
-  """Trial numbers of the searched trials whose recorded val_bpb beat the best of the
-  unstopped search when it ran them: the false-kill denominator of every method."""
-  found = set()
-  replay_search(NeverStop(), search, keep_alpha, found_winners=found)
-  return found
-
-
-def replay_search(method, search: RecordedSearch, keep_alpha: float,
-                  winning: Optional[set] = None, found_winners: Optional[set] = None) -> Metrics:
-  """Runs `method` over one recorded search in order (see the module docstring).
-  `winning`: the trials counted as winners (default: `winners(search)`);
-  `found_winners`: a set that gets the trials that beat this replay's own best."""
-  if winning is None and found_winners is None:
-    winning = winners(search, keep_alpha)
-  metrics = Metrics()
-
-  def timed(fn, *args):
-    start = time.perf_counter()
-    out = fn(*args)
-    metrics.method_seconds += time.perf_counter() - start
-    return out
-
-  def seconds(record):
-    return record.total_seconds
-
-  timed(method.start, search)
-  best, records = search.baseline_bpb, search.records
-  best_runs, repeats = len(search.baseline), [[r.val_bpb for r in search.baseline]]
-  noise = search.baseline_noise
-  i = 0
-  while i < len(records):
-    record, i = records[i], i + 1
-    metrics.seconds_without += seconds(record)
-    if record.is_baseline:
-      metrics.seconds_with += seconds(record)   # in the best and the calibration already
-      continue
-    rerun = records[i] if i < len(records) and records[i].rerun_of == record.trial else None
-    if rerun is not None:
-      i += 1
-      metrics.seconds_without += seconds(rerun)
-
-    metrics.searched += 1
-    outcome = timed(method.watch, record, best)
-    timed(method.finish, record, outcome)
-    ran_on = outcome.stop_seconds is None
-    metrics.seconds_with += seconds(record) if ran_on else stop_cost(record,
-                                                                     outcome.stop_seconds)
-    if found_winners is not None and record.scored and record.val_bpb < best:
-      found_winners.add(record.trial)
-    beats_best = winning is not None and record.trial in winning
-    metrics.aborted += not ran_on
-    metrics.better += beats_best
-    metrics.killed_better += beats_best and not ran_on
-    if record.scored:
-      for point, predicted in outcome.predictions.items():
-        metrics.errors[point].append(abs(predicted - record.val_bpb))
-      metrics.z_scores.extend(outcome.z_scores)
-      if outcome.stop_z is not None:
-        metrics.stop_z.append(outcome.stop_z)
-    if not (ran_on and record.scored):
-      continue   # a stopped trial is never re-run nor kept
-
-    # The search's keep rule: a clear gain keeps; one inside the noise band is re-run
-    # (when the recording has that re-run: else it is discarded, as without ledger room).
-    band = keep_rule.first_run(best - record.val_bpb, noise, best_runs, keep_alpha) == 'rerun'
-    rerun = rerun if band else None
-    if rerun is not None:
-      timed(method.unwatched, rerun)
-      metrics.seconds_with += seconds(rerun)
-    second = rerun.val_bpb if rerun is not None and rerun.scored else None
-    status, bpb = keep_rule.decide(best, best_runs, record.val_bpb, second, band, noise,
-                                   keep_alpha)
-    if status == 'keep':
-      best, best_runs = bpb, 2 if second is not None else 1
-      metrics.new_bests += 1
-      timed(method.new_best, [record] + ([rerun] if rerun is not None else []), bpb)
-    if second is not None:   # as the search: a re-run pair joins the pooled σ
-      repeats.append([record.val_bpb, second])
-      noise = keep_rule.pooled(repeats, search.min_sigma)
-  return metrics
-
-
 def warm_up() -> None:
   """Compiles the evaluator's fits outside the timed replay (once per process, as the
   search does before its first trial's clock starts)."""
   cfg = EVALUATOR_DEFAULTS
-  calibration = evaluator.Calibration.create(cfg)
+  calibration = Calibration.create(cfg)
   seconds = np.linspace(0.5, 10.0, 40)
   curve = [[float(s), i + 1, float(2.0 + s ** -0.5)] for i, s in enumerate(seconds)]
   calibration.update(TrialRecord(genotype_id='', genotype={}, status='discard', trial=1,
@@ -241,14 +114,14 @@ def warm_up() -> None:
   evaluator.replay(evaluator.Evaluator(cfg, calibration, 2.0, 0.004, 10.0), curve, 10.0)
 
 
-def evaluator_rows(base: evaluator.EvaluatorConfig, margin_sigmas: float, sweep: bool):
+def evaluator_rows(base: EvaluatorConfig, margin_sigmas: float, sweep: bool):
   """[(label, EvaluatorMethod)]: `base` first, then the other predictor, then (with
   `sweep`) one knob changed at a time: delta x confirm, min_progress, the keep margin
   and the checkpoint schedule."""
   rows = [(f'evaluator default (predictor={base.predictor}, delta={base.delta:g}, '
            f'confirm={base.confirm}, min_progress={base.min_progress:g})',
            EvaluatorMethod(base, margin_sigmas))]
-  for predictor in evaluator.PREDICTORS:
+  for predictor in PREDICTORS:
     if predictor != base.predictor:
       rows.append((f'evaluator predictor={predictor}', EvaluatorMethod(
           dataclasses.replace(base, predictor=predictor), margin_sigmas)))
@@ -321,8 +194,8 @@ def methods(margin_sigmas: float, with_optuna: bool, sweep: bool, notes: list,
   return rows
 
 
-def main(argv: Optional[list] = None) -> list[str]:
-  """Runs the benchmark on the files in argv; prints and returns the report lines."""
+def _parse_args(argv: Optional[list]) -> argparse.Namespace:
+  """The command line (see the module docstring); `argv` None: sys.argv."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('paths', nargs='+', help='trials.jsonl files, one per search')
   parser.add_argument('--budget_seconds', type=float, default=0.0,
@@ -337,18 +210,11 @@ def main(argv: Optional[list] = None) -> list[str]:
   parser.add_argument('--no-sweep', dest='sweep', action='store_false',
                       help='skip the sweep rows (evaluator delta x confirm and min_progress; '
                       'cautious Optuna settings)')
-  args = parser.parse_args(argv)
-  search_cfg = default.get_config().search
-  keep_alpha = float(search_cfg.keep_alpha)
-  searches = [RecordedSearch.load(p, args.budget_seconds, search_cfg.min_sigma)
-              for p in args.paths]
+  return parser.parse_args(argv)
 
-  lines = []
 
-  def emit(line: str) -> None:
-    lines.append(line)
-    print(line, flush=True)
-
+def _emit_sources(searches: list, keep_alpha: float, margin_sigmas: float, emit) -> None:
+  """A line per recorded search, then the trial counts and the replay's settings."""
   for s in searches:
     emit(f'source: {s.path}: {len(s.records)} trials ({len(s.baseline)} baseline), budget '
          f'{s.budget_seconds:g} s, baseline val_bpb {s.baseline_bpb:.6f}, sigma {s.sigma:.6f}')
@@ -358,20 +224,24 @@ def main(argv: Optional[list] = None) -> list[str]:
   emit(f'trials: {rows_total} ({baseline} baseline, {reruns} re-runs, '
        f'{rows_total - baseline - reruns} searched) in {len(searches)} search(es), each '
        f'replayed with its own best, sigma and calibration; keep rule at alpha {keep_alpha:g}, '
-       f'evaluator margin {args.margin_sigmas:g} sigma')
-  notes = []
-  warm_up()
-  winning = [winners(s, keep_alpha) for s in searches]
-  emit(f'winners (searched trials that beat the best of the unstopped search when they '
-       f'ran; the false-kill denominator of every row): {sum(map(len, winning))}')
+       f'evaluator margin {margin_sigmas:g} sigma')
+
+
+def _replay_rows(searches: list, winning: list, keep_alpha: float, args, notes: list):
+  """Replays every method of `methods` over every search. Returns [(label, Metrics pooled
+  over the searches)], the default evaluator first, and its Metrics per search."""
   rows, default_per_search = [], None
   for label, method in methods(args.margin_sigmas, args.optuna, args.sweep, notes,
-                                 args.predictor_path):
+                               args.predictor_path):
     per_search = [replay_search(method, s, keep_alpha, w) for s, w in zip(searches, winning)]
     rows.append((label, sum(per_search, Metrics())))
     default_per_search = default_per_search or per_search
-  for line in notes + table(rows):
-    emit(line)
+  return rows, default_per_search
+
+
+def _emit_conclusions(searches: list, rows: list, default_per_search: list, emit) -> None:
+  """The default evaluator per search, each family's fastest row within the false-kill
+  limit, then the default's summary and its figures, `false_kill_upper95:` last."""
   if len(searches) > 1:
     for s, m in zip(searches, default_per_search):
       emit('  ' + summary(f'evaluator default on {s.path}', m))
@@ -392,6 +262,32 @@ def main(argv: Optional[list] = None) -> list[str]:
   emit(f'speedup: {default_metrics.speedup:.4f}')
   emit(f'false_kill_rate: {default_metrics.false_kill_rate:.4f}')
   emit(f'false_kill_upper95: {default_metrics.false_kill_upper95:.4f}')
+
+
+def main(argv: Optional[list] = None) -> list[str]:
+  """Runs the benchmark on the files in argv; prints and returns the report lines."""
+  args = _parse_args(argv)
+  search_cfg = default.get_config().search
+  keep_alpha = float(search_cfg.keep_alpha)
+  searches = [RecordedSearch.load(p, args.budget_seconds, search_cfg.min_sigma)
+              for p in args.paths]
+
+  lines = []
+
+  def emit(line: str) -> None:
+    lines.append(line)
+    print(line, flush=True)
+
+  _emit_sources(searches, keep_alpha, args.margin_sigmas, emit)
+  notes = []
+  warm_up()
+  winning = [winners(s, keep_alpha) for s in searches]
+  emit(f'winners (searched trials that beat the best of the unstopped search when they '
+       f'ran; the false-kill denominator of every row): {sum(map(len, winning))}')
+  rows, default_per_search = _replay_rows(searches, winning, keep_alpha, args, notes)
+  for line in notes + table(rows):
+    emit(line)
+  _emit_conclusions(searches, rows, default_per_search, emit)
   return lines
 
 

@@ -1,23 +1,28 @@
-"""Example search states for the benchmarks that time the agent and the checkpoint."""
+"""Example search states for the benchmarks that time the agent and the checkpoint, and
+the real trial they compare against."""
 
 import numpy as np
 
-from autoresearch import agents, data, genotype as genotype_lib, trial
+from autoresearch.agents.api import HistoryEntry, SearchSpace, SearchView
+from autoresearch.data import corpora
+from autoresearch.space import genotype as genotype_lib
+from autoresearch.trial import runner
+from autoresearch.trial.config import TrialConfig
 
 
-def example_history(rng: np.random.Generator, n: int) -> list[agents.HistoryEntry]:
+def example_history(rng: np.random.Generator, n: int) -> list[HistoryEntry]:
   """`n` past edits with random genes and outcomes, as a search 40 trials in has."""
-  return [agents.HistoryEntry(int(rng.integers(genotype_lib.N_GENES)), 0, 1, 'discard',
-                              2.4 + 0.004 * float(rng.normal()), 2.4, 0.004, 1.0, False)
+  return [HistoryEntry(int(rng.integers(genotype_lib.N_GENES)), 0, 1, 'discard',
+                       2.4 + 0.004 * float(rng.normal()), 2.4, 0.004, 1.0, False)
           for _ in range(n)]
 
 
-def example_view(config, history: list) -> agents.SearchView:
+def example_view(config, history: list) -> SearchView:
   """The default search's view with `history`, the edit mask built as the search does."""
   best = genotype_lib.from_config(config)
-  space = agents.SearchSpace(config.trial.max_params, 0.0)
+  space = SearchSpace(config.trial.max_params, 0.0)
   mask = genotype_lib.edit_mask(best, space.max_params, space.max_step_flops)
-  return agents.SearchView(best, 2.4, 0.004, 40, 3, tuple(history), mask, space, 2.5)
+  return SearchView(best, 2.4, 0.004, 40, 3, tuple(history), mask, space, 2.5)
 
 
 def trial_wall_seconds(config, given_seconds: float) -> float:
@@ -25,7 +30,16 @@ def trial_wall_seconds(config, given_seconds: float) -> float:
   `config` (compile + train + eval), in this process; prints that trial's val_bpb."""
   if given_seconds > 0:
     return given_seconds
-  result = trial.run(genotype_lib.from_config(config), data.corpus_from_config(config),
-                     trial.TrialConfig.from_config(config))
+  result = runner.run(genotype_lib.from_config(config), corpora.corpus_from_config(config),
+                      TrialConfig.from_config(config))
   print(f'trial_val_bpb: {result.val_bpb:.4f}')
   return result.total_seconds
+
+
+def print_trial_fraction(config, given_seconds: float, key: str, seconds: float,
+                         digits: int) -> None:
+  """Prints `trial_wall_seconds` (see `trial_wall_seconds`), then the headline
+  `key: seconds / trial wall seconds` to `digits` decimals, as the last line."""
+  trial_wall = trial_wall_seconds(config, given_seconds)
+  print(f'trial_wall_seconds: {trial_wall:.1f}')
+  print(f'{key}: {seconds / trial_wall:.{digits}f}')

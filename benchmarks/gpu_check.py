@@ -13,7 +13,7 @@ Run through benchmarks/gpu_check.sh on a GPU host. In order:
    (cuDNN flash attention where its probe runs) against the explicit einsums, windows
    and GQA included; `attention_agrees: yes` within bf16's precision.
 3. The baseline genotype as `--mode=trial` trains it (compile outside the budget, the
-   loop of `autoresearch/trial.py`), on one device for --budget_seconds.
+   loop of `autoresearch/trial/runner.py`), on one device for --budget_seconds.
 4. The same genotype data-parallel over all local devices for --dp_steps steps (skipped
    on a host with one device: step 3 already ran the mesh over it).
 
@@ -46,7 +46,12 @@ from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from autoresearch import data, genotype as genotype_lib, hardware, trial  # noqa: E402
+from autoresearch.data import corpora  # noqa: E402
+from autoresearch.space import genotype as genotype_lib  # noqa: E402
+from autoresearch.trial import hardware  # noqa: E402
+from autoresearch.trial import runner  # noqa: E402
+from autoresearch.trial.config import TrialConfig  # noqa: E402
+from autoresearch.trial.results import TrialResult  # noqa: E402
 from models import gpt  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -62,7 +67,7 @@ flags.DEFINE_string('summarize_search', '', 'Only print the key: value lines of 
 _BF16_TOLERANCE = 0.05
 
 
-def steady_tokens_per_s(result: trial.TrialResult, tokens_per_step: int) -> float:
+def steady_tokens_per_s(result: TrialResult, tokens_per_step: int) -> float:
   """Tokens/s between the first and the last loss reading (the first step's one-off
   costs left out), or over the whole training time when there are too few readings."""
   curve = result.loss_curve
@@ -71,7 +76,7 @@ def steady_tokens_per_s(result: trial.TrialResult, tokens_per_step: int) -> floa
   return result.tokens / result.train_seconds if result.train_seconds else 0.0
 
 
-def report(name: str, result: trial.TrialResult, model_cfg, tokens_per_step: int,
+def report(name: str, result: TrialResult, model_cfg, tokens_per_step: int,
            ceiling: float, devices: int):
   """Prints one trial's figures; returns (MFU over `devices` x `ceiling`, tokens/s)."""
   tokens_per_s = steady_tokens_per_s(result, tokens_per_step)
@@ -144,9 +149,9 @@ def main(argv):
   print(f'matmul_ceiling_tflops_{dtype}: {ceiling / 1e12:.1f} (one device, {FLAGS.matmul_size}^2)')
   attention_check(dtype)
 
-  corpus = data.corpus_from_config(config)
+  corpus = corpora.corpus_from_config(config)
   genotype = genotype_lib.from_config(config)
-  cfg = dataclasses.replace(trial.TrialConfig.from_config(config),
+  cfg = dataclasses.replace(TrialConfig.from_config(config),
                             budget_seconds=FLAGS.budget_seconds)
   model_cfg = gpt.resolve_attention(dataclasses.replace(
       genotype_lib.model_config(genotype, dtype), attention=cfg.attention))
@@ -154,13 +159,13 @@ def main(argv):
   print(f'genotype: {genotype_lib.genotype_id(genotype)}, params_M: '
         f'{gpt.count_params(model_cfg) / 1e6:.3f}, tokens_per_step: {tokens_per_step:,}')
   print(f'baseline_attention_kernel: {model_cfg.attention}')
-  result = trial.run(genotype, corpus, cfg, devices=devices[:1])
+  result = runner.run(genotype, corpus, cfg, devices=devices[:1])
   print(f'baseline_val_bpb: {result.val_bpb}')
   mfu, tokens_per_s = report('baseline', result, model_cfg, tokens_per_step, ceiling, 1)
 
   if len(devices) > 1:
     dp_cfg = dataclasses.replace(cfg, max_steps=FLAGS.dp_steps)
-    dp = trial.run(genotype, corpus, dp_cfg, devices=devices)
+    dp = runner.run(genotype, corpus, dp_cfg, devices=devices)
     _, dp_tokens_per_s = report('data_parallel', dp, model_cfg, tokens_per_step, ceiling,
                                 len(devices))
     if tokens_per_s:

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from autoresearch import keep_rule  # noqa: E402
+from autoresearch.search import keep_rule  # noqa: E402
 from configs import default  # noqa: E402
 
 

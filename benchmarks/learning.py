@@ -1,7 +1,7 @@
 """Does the PPO agent learn? Every agent on synthetic landscapes, paired by seed.
 
 For each seed s (landscape `draw(key(s))`, search seed s) and each agent, the real
-search loop runs 120 trials on the landscape in memory (`landscape.search_on`: baseline
+search loop runs 120 trials on the landscape in memory (`harness.search_on`: baseline
 runs, keep rule, rewards and view as in a real search). A search's outcome after k
 trials is the *true* gain of its best then: the landscape's noiseless val_bpb of the
 baseline minus that of the best genotype (no winner's curse: the search's own estimate
@@ -35,7 +35,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from autoresearch import data, genotype as genotype_lib, landscape, pretrain, stats  # noqa: E402
+from autoresearch.data import corpora  # noqa: E402
+from autoresearch import pretrain  # noqa: E402
+from autoresearch.space import genotype as genotype_lib  # noqa: E402
+from autoresearch.synthetic import harness, landscape  # noqa: E402
+from benchmarks import stats  # noqa: E402
 from configs import default  # noqa: E402
 
 AGENTS = ('ppo_pretrained', 'ppo_scratch', 'ppo_frozen', 'ppo_dyna', 'random', 'random_global',
@@ -74,11 +78,11 @@ def best_after(rows, trials: int) -> dict:
 def run_one(config, name: str, seed: int, policy: str, corpus) -> dict:
   if seed >= pretrain.TEST_SEED_LIMIT:
     raise ValueError(f'seed {seed} is in the pretraining range')
-  cfg = landscape.search_config(agent_config(config, name, policy), seed, max(CHECKPOINTS))
+  cfg = harness.search_config(agent_config(config, name, policy), seed, max(CHECKPOINTS))
   land = landscape.draw(jax.random.key(seed), cfg.trial.budget_seconds)
   start = time.time()
   with tempfile.TemporaryDirectory() as workdir:   # Optuna's study
-    s = landscape.search_on(land, cfg, corpus, workdir=workdir)
+    s = harness.search_on(land, cfg, corpus, workdir=workdir)
   baseline = genotype_lib.from_config(cfg)
   gains = {str(k): landscape.true_gain(land, baseline, best_after(s.store.rows, k))
            for k in CHECKPOINTS}
@@ -142,7 +146,7 @@ def main(argv):
   path = os.path.join(FLAGS.results, 'runs.jsonl')
   runs = read_runs(path)
   config = default.get_config()
-  corpus = data.corpus_from_config(config)
+  corpus = corpora.corpus_from_config(config)
   seeds = list(range(FLAGS.first_seed, FLAGS.first_seed + FLAGS.seeds))
   for seed in seeds:   # agents interleaved: a partial run covers every agent alike
     for name in FLAGS.agents:

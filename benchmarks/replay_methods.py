@@ -6,7 +6,7 @@ best_bpb)` -> Outcome for each searched trial (where to stop it, if anywhere), t
 `finish(record, outcome)`; `unwatched(record)` for a re-run (never stopped), and
 `new_best(records, bpb)` when the keep rule takes a new best.
 
-* EvaluatorMethod: the self-evaluator (autoresearch/evaluator.py), fed as the search
+* EvaluatorMethod: the self-evaluator (autoresearch/early_stop/evaluator.py), fed as the search
   feeds it.
 * NeverStop: the unstopped search (it defines the winners every method is scored on).
 * OracleMethod: knows every recorded final and stops each loser at `min_progress`.
@@ -20,12 +20,15 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from autoresearch import evaluator
-from autoresearch.records import TrialRecord
+from autoresearch.early_stop import evaluator
+from autoresearch.early_stop.calibration import Calibration
+from autoresearch.early_stop.config import EvaluatorConfig
+from autoresearch.workdir.records import TrialRecord
 from benchmarks.replay_metrics import PREDICTION_POINTS
 from configs import default
 
-EVALUATOR_DEFAULTS = evaluator.EvaluatorConfig.from_config(default.get_config())
+
+EVALUATOR_DEFAULTS = EvaluatorConfig.from_config(default.get_config())
 
 
 @dataclasses.dataclass
@@ -40,12 +43,12 @@ class Outcome:
 class EvaluatorMethod:
   """The self-evaluator with one EvaluatorConfig, fed as the search feeds it."""
 
-  def __init__(self, cfg: evaluator.EvaluatorConfig, margin_sigmas: float):
+  def __init__(self, cfg: EvaluatorConfig, margin_sigmas: float):
     self.cfg, self.margin_sigmas = cfg, margin_sigmas
 
   def start(self, search) -> None:
     self.budget, self.sigma = search.budget_seconds, search.sigma
-    self.calibration = evaluator.Calibration.create(self.cfg)
+    self.calibration = Calibration.create(self.cfg)
     for record in search.baseline:   # as the search: no reference while they run
       self.calibration.update(record, None, self.budget)
     self.reference = self.calibration.reference(search.baseline, search.baseline_bpb,
@@ -142,11 +145,11 @@ class OptunaMethod:
     self.make_pruner, self.check_every = make_pruner, check_every
 
   def start(self, search) -> None:
-    import optuna   # only the pruner rows need it
+    import optuna  # only the pruner rows need it
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     self.states, self.budget = optuna.trial.TrialState, search.budget_seconds
     self.study = optuna.create_study(direction='minimize', pruner=self.make_pruner())
-    self.checkpoints = evaluator.Calibration.create(
+    self.checkpoints = Calibration.create(
         dataclasses.replace(EVALUATOR_DEFAULTS, check_every=self.check_every)).checkpoints
     for record in search.baseline:
       self.unwatched(record)

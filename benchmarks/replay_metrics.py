@@ -20,6 +20,7 @@ from typing import Optional
 
 import numpy as np
 
+
 PREDICTION_POINTS = (0.1, 0.25, 0.5)   # fractions of the budget where the MAE is measured
 Z90 = 1.6448536269514722               # the central 90% interval of a Gaussian: |z| <= Z90
 Z95 = 1.959963984540054                # two-sided 95%: the Wilson bound's z

@@ -54,9 +54,11 @@ import filelock  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from autoresearch import data, genotype as genotype_lib  # noqa: E402
-from autoresearch import search, trial  # noqa: E402
-from autoresearch.trial_types import TrialConfig  # noqa: E402
+from autoresearch.data import corpora  # noqa: E402
+from autoresearch.search import loop  # noqa: E402
+from autoresearch.space import genotype as genotype_lib  # noqa: E402
+from autoresearch.trial import runner  # noqa: E402
+from autoresearch.trial.config import TrialConfig  # noqa: E402
 from benchmarks import search_quality_report as report  # noqa: E402
 from configs import default, h100, tiny  # noqa: E402
 
@@ -103,7 +105,8 @@ flags.DEFINE_integer('lane', -1, 'Internal: run as worker LANE of LANES.')
 flags.DEFINE_bool('check_lanes', False, 'Train one trial alone and beside a busy lane; compare.')
 flags.DEFINE_integer('trial_once', -1, 'Internal: train the baseline once with this seed, '
                      'print its result as JSON.')
-flags.DEFINE_string('results', '', 'Results folder; default benchmarks/results/search_quality_<preset>.')
+flags.DEFINE_string('results', '',
+                    'Results folder; default benchmarks/results/search_quality_<preset>.')
 FLAGS = flags.FLAGS
 
 
@@ -179,7 +182,7 @@ def trajectory(rows, preset: Preset) -> list[dict]:
 
 def search_run(preset: Preset, config, arm: str, seed: int, workdir: str) -> dict:
   """One search until its modelled time is spent (resuming its workdir if there is one)."""
-  s = search.Search(arm_config(config, arm, seed), workdir)
+  s = loop.Search.open(arm_config(config, arm, seed), workdir)
   try:
     s.measure_noise()
     while trajectory(s.store.ledger.read_records(), preset)[-1]['seconds'] < preset.run_seconds:
@@ -210,7 +213,7 @@ def retrained(genotype: dict, corpus, config, results: str) -> list[dict]:
     with filelock.FileLock(path + '.lock'):
       if not os.path.exists(path):
         cfg = dataclasses.replace(TrialConfig.from_config(config), seed=seed)
-        r = trial.run(genotype, corpus, cfg, score_test=True)
+        r = runner.run(genotype, corpus, cfg, score_test=True)
         kept = {'status': r.status, 'val_bpb': r.val_bpb, 'test_bpb': r.test_bpb,
                 'steps': r.steps, 'reason': r.reason}
         with open(path + '.tmp', 'w') as f:
@@ -238,8 +241,8 @@ def lane_main(preset: Preset, results: str, seeds: range, arms: list[str], lane:
               lanes: int) -> None:
   """A worker: the runs of its seeds, then the re-training of their snapshots."""
   config = base_config(preset, results)
-  corpus = data.corpus_from_config(config)
-  trial.enable_compilation_cache(os.path.join(results, 'workdirs', 'jax_cache'), 2048.0)
+  corpus = corpora.corpus_from_config(config)
+  runner.enable_compilation_cache(os.path.join(results, 'workdirs', 'jax_cache'), 2048.0)
   baseline = genotype_lib.from_config(config)
   for seed, arm in work(preset, seeds, arms):
     if seed % lanes != lane or os.path.exists(run_path(results, arm, seed)):
@@ -307,7 +310,7 @@ def main(argv):
   if FLAGS.trial_once >= 0:
     config = base_config(preset, results)
     cfg = dataclasses.replace(TrialConfig.from_config(config), seed=FLAGS.trial_once)
-    r = trial.run(genotype_lib.from_config(config), data.corpus_from_config(config), cfg)
+    r = runner.run(genotype_lib.from_config(config), corpora.corpus_from_config(config), cfg)
     print(json.dumps({'val_bpb': r.val_bpb, 'steps': r.steps, 'loss': r.final_train_loss}))
     return
   if FLAGS.check_lanes:

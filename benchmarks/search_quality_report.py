@@ -12,7 +12,8 @@ import platform
 
 import numpy as np
 
-from autoresearch import stats
+from benchmarks import stats
+
 
 SPLITS = ('val_bpb', 'test_bpb')
 

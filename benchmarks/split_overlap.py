@@ -1,7 +1,7 @@
 """How much of the scored held-out bytes train could have taught by heart.
 
-For each source, loads the corpus, takes the bytes `data.eval_windows` scores for
-val_bytes=262144 (`data.eval_positions`, with the corpus's scorable marks) in val and
+For each source, loads the corpus, takes the bytes `windows.eval_windows` scores for
+val_bytes=262144 (`windows.eval_positions`, with the corpus's scorable marks) in val and
 in test, and prints the share of each held-out split that is context only (never
 scored: document sources mark the long lines train holds verbatim) and the fraction
 of them lying in a line of at least 20 bytes that occurs verbatim as a line of train
@@ -31,7 +31,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from autoresearch import data, enwik8  # noqa: E402
+from autoresearch.data import corpora  # noqa: E402
+from autoresearch.data import enwik8  # noqa: E402
+from autoresearch.data import windows  # noqa: E402
+from autoresearch.data.errors import DataError  # noqa: E402
 
 VAL_BYTES = 262_144
 MIN_LINE_BYTES = 20
@@ -63,7 +66,7 @@ def overlap(split: np.ndarray, scorable, counts: dict, num_bytes: int) -> dict:
   for start, end in zip(*_lines(split)):
     if end - start >= MIN_LINE_BYTES:
       in_line[start:end] = counts.get(raw[start:end], 0)
-  held = in_line[data.eval_positions(len(raw), num_bytes, scorable)]
+  held = in_line[windows.eval_positions(len(raw), num_bytes, scorable)]
   return {'all': float(np.mean(held > 0)), 'one': float(np.mean(held == 1)),
           'few': float(np.mean((held > 1) & (held < IDIOM_DOCS))),
           'idiom': float(np.mean(held >= IDIOM_DOCS))}
@@ -90,14 +93,14 @@ def ngram_overlap(split: np.ndarray, scorable, train_hashes: np.ndarray, num_byt
   idx = np.arange(len(split))
   covered = starts[np.minimum(idx + 1, len(found))] - starts[np.maximum(idx - n + 1, 0).clip(
       max=len(found))] > 0
-  return float(np.mean(covered[data.eval_positions(len(split), num_bytes, scorable)]))
+  return float(np.mean(covered[windows.eval_positions(len(split), num_bytes, scorable)]))
 
 
 def docstring_folder(folder: str) -> int:
   """Writes the docstrings of each pystdlib file to folder; returns the files written."""
   root = sysconfig.get_paths()['stdlib']
   written = 0
-  for name in data.document_paths('pystdlib'):
+  for name in corpora.document_paths('pystdlib'):
     with open(os.path.join(root, *name.split('/')), 'rb') as f:
       try:
         tree = ast.parse(f.read())
@@ -115,7 +118,7 @@ def docstring_folder(folder: str) -> int:
   return written
 
 
-def report(name: str, corpus: data.Corpus, seconds: float) -> float:
+def report(name: str, corpus: corpora.Corpus, seconds: float) -> float:
   counts = corpus.byte_counts()
   marks = {split: getattr(corpus, f'{split}_scorable') for split in ('val', 'test')}
   room = [counts[s] - 1 if m is None else int(m[1:].sum()) for s, m in marks.items()]
@@ -141,15 +144,15 @@ def report(name: str, corpus: data.Corpus, seconds: float) -> float:
 
 def main():
   start = time.perf_counter()
-  corpus = data.load_corpus('pystdlib')
+  corpus = corpora.load_corpus('pystdlib')
   default_val = report('pystdlib', corpus, time.perf_counter() - start)
 
   with tempfile.TemporaryDirectory() as folder:
     files = docstring_folder(folder)
     start = time.perf_counter()
     try:
-      text = data.load_corpus('text', folder)
-    except data.DataError as e:
+      text = corpora.load_corpus('text', folder)
+    except DataError as e:
       print(f'text: skipped ({e})')
     else:
       report(f'text (pystdlib docstrings, {files} files)', text, time.perf_counter() - start)
@@ -157,11 +160,11 @@ def main():
   cache = os.path.join(os.path.expanduser('~'), '.cache', 'autoresearch')
   target, marker = os.path.join(cache, 'enwik8'), os.path.join(cache, 'enwik8.md5-ok')
   # Only a file the cache's marker vouches for: anything else would mean a download.
-  if enwik8.read_marker(marker, target, data.ENWIK8_MD5) is None:
+  if enwik8.read_marker(marker, target, corpora.ENWIK8_MD5) is None:
     print(f'enwik8: skipped (not in the cache {cache}; this benchmark never downloads)')
   else:
     start = time.perf_counter()
-    report('enwik8', data.load_corpus('enwik8', cache_dir=cache), time.perf_counter() - start)
+    report('enwik8', corpora.load_corpus('enwik8', cache_dir=cache), time.perf_counter() - start)
 
   print(f'val_train_overlap: {default_val:.4f}')
 

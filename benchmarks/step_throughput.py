@@ -9,8 +9,8 @@ One run does, in order:
    `autoresearch.hardware.measure_matmul_flops('float32')` (a large jitted matmul;
    the same ceiling `trial` divides by on CPUs), at the start and again before each
    round; the best sample is the ceiling.
-2. Builds the config's baseline genotype with `trial.build`, the very function
-   `trial.run` compiles a trial with (on one device), and reports its compile seconds
+2. Builds the config's baseline genotype with `runner.build`, the very function
+   `runner.run` compiles a trial with (on one device), and reports its compile seconds
    (the train and eval steps, as a trial's compile_seconds), with the attention kernel
    `trial.attention` names ('auto': the backend's, `attention_kernel:`). With
    `--attentions`, the same genotype also with each other kernel listed, timed in the
@@ -32,7 +32,7 @@ One run does, in order:
    processes kept busy meanwhile (from /proc, Linux only): a figure well above 0 means
    that round was measured on a busy machine. Every loop follows the trial's dispatch
    pattern (step t is dispatched, then step t-1's loss is read) on batches of
-   `data.sample_batch` from the pystdlib corpus: the JAX loops take them from the
+   `windows.sample_batch` from the pystdlib corpus: the JAX loops take them from the
    trial's prefetch thread (`autoresearch.prefetch`, sampled and placed ahead), the
    PyTorch loop and, with `--inline`, a JAX loop as the trial ran before the prefetch
    thread (`jax_inline`) sample each inside the loop.
@@ -56,23 +56,24 @@ import os
 import sys
 import time
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-  sys.path.insert(0, _REPO_ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
-from autoresearch import data, hardware, prefetch, trial  # noqa: E402
-from autoresearch import genotype as genotype_lib  # noqa: E402
+from autoresearch.data import corpora  # noqa: E402
+from autoresearch.data import windows  # noqa: E402
+from autoresearch.space import genotype as genotype_lib  # noqa: E402
+from autoresearch.trial import hardware  # noqa: E402
+from autoresearch.trial import prefetch  # noqa: E402
+from autoresearch.trial import runner as trial_runner  # noqa: E402
+from autoresearch.trial.config import TrialConfig  # noqa: E402
+from benchmarks.timing import ForeignLoad, cores, define_config_flag, print_figure  # noqa: E402
 from benchmarks.torch_twin import TorchStep, torch, torch_unsupported  # noqa: E402
 from models import gpt  # noqa: E402
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    'config', os.path.join(_REPO_ROOT, 'configs', 'default.py'), 'Configuration file.')
+FLAGS = define_config_flag()
 flags.DEFINE_float('seconds', 20.0, 'Timed seconds per framework (split over --rounds).')
 flags.DEFINE_integer('rounds', 4, 'Alternating timed rounds per framework; the best counts.')
 flags.DEFINE_float('warmup_seconds', 1.0, 'Untimed warm-up before each round.')
@@ -83,45 +84,6 @@ flags.DEFINE_bool('inline', False, 'Also time the JAX step with batches sampled 
 
 _WARMUP_MIN_STEPS = 3
 _QUIET_CORES = 0.25  # a round with other processes busier than this was disturbed
-
-
-def _print(key: str, value) -> None:
-  print(f'{key}: {value}', flush=True)
-
-
-def _cores() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:  # pragma: no cover - not Linux
-    return os.cpu_count() or 1
-
-
-class _ForeignLoad:
-  """CPU cores other processes kept busy over an interval, from /proc (Linux); None
-  elsewhere. A round with a large value was measured on a shared, busy machine."""
-
-  def __init__(self):
-    self._start = self._read()
-
-  @staticmethod
-  def _read():
-    try:
-      hz = os.sysconf('SC_CLK_TCK')
-      with open('/proc/stat') as f:
-        fields = [int(v) for v in f.readline().split()[1:9]]
-      busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
-      with open('/proc/self/stat') as f:
-        own = f.read().rsplit(')', 1)[1].split()
-      return busy / hz, (int(own[11]) + int(own[12])) / hz, time.perf_counter()
-    except (OSError, ValueError, IndexError, AttributeError):
-      return None
-
-  def cores(self):
-    end = self._read()
-    if self._start is None or end is None or end[2] <= self._start[2]:
-      return None
-    busy, own, wall = (b - a for a, b in zip(self._start, end))
-    return max(0.0, (busy - own) / wall)
 
 
 class _Clock:
@@ -145,7 +107,7 @@ def _timed_round(runner, next_batch, seconds, warmup_seconds, clock: _Clock):
     steps += 1
   runner.read_loss(loss)
 
-  load = _ForeignLoad()
+  load = ForeignLoad()
   clock_start = time.perf_counter()
   steps, pending, last, waited = 0, None, float('nan'), 0.0
   while True:
@@ -177,15 +139,15 @@ def _matmul_ceiling(seconds: float) -> float:
 # JAX: the trial's own step.
 
 class JaxStep:
-  """The trial's compiled training step for `genotype`, built by `trial.build` as
-  `trial.run` builds it, on one device (the ceiling MFU divides by is one device's),
+  """The trial's compiled training step for `genotype`, built by `runner.build` as
+  `runner.run` builds it, on one device (the ceiling MFU divides by is one device's),
   with its state. `prefetch`: batches come from the trial's prefetch thread, placed
   ahead; else each is sampled and placed in the loop."""
 
-  def __init__(self, genotype, trial_cfg: trial.TrialConfig, corpus: data.Corpus,
+  def __init__(self, genotype, trial_cfg: TrialConfig, corpus: corpora.Corpus,
                prefetch_batches: bool = True):
-    self.placement = trial.Placement.over(jax.devices()[:1], trial_cfg.fsdp)
-    built = trial.build(genotype_lib.make(genotype), corpus, trial_cfg, self.placement)
+    self.placement = trial_runner.Placement.over(jax.devices()[:1], trial_cfg.fsdp)
+    built = trial_runner.build(genotype_lib.make(genotype), corpus, trial_cfg, self.placement)
     self.train_step, self.params, self.opt_state = built.train_step, built.params, built.opt_state
     self.compile_seconds = built.compile_seconds
     self.num_params = built.num_params
@@ -194,7 +156,7 @@ class JaxStep:
 
   def sample(self, rng, split, batch_size, seq_len):
     """One batch sampled and placed on the device, as the trial's loop makes it."""
-    return self.placement.put(data.sample_batch(rng, split, batch_size, seq_len),
+    return self.placement.put(windows.sample_batch(rng, split, batch_size, seq_len),
                               self.placement.batch)
 
   def step(self, batch, progress):
@@ -215,7 +177,7 @@ def _feed(runner, seed, split, batch_size, seq_len):
         lambda rng: runner.sample(rng, split, batch_size, seq_len), seed)
     return batches.next, batches.close
   rng = np.random.default_rng(seed)
-  sample = runner.sample if isinstance(runner, JaxStep) else data.sample_batch
+  sample = runner.sample if isinstance(runner, JaxStep) else windows.sample_batch
   return (lambda: sample(rng, split, batch_size, seq_len)), (lambda: None)
 
 
@@ -245,19 +207,19 @@ def _jax_runners(genotype, trial_cfg, corpus):
   return runners
 
 
-def _torch_runner(genotype, trial_cfg, cores):
+def _torch_runner(genotype, trial_cfg, n_cores):
   """[('torch', TorchStep)] where PyTorch can mirror the genotype, else []; and a note."""
   if torch is None:
     return [], 'PyTorch not importable'
   note = torch_unsupported(genotype, trial_cfg)
   if note:
     return [], f'genotype not mirrored in PyTorch ({note})'
-  torch.set_num_threads(cores)
+  torch.set_num_threads(n_cores)
   torch_step = TorchStep(genotype, trial_cfg)
-  _print('torch_version', torch.__version__)
-  _print('torch_mode', f'eager (no torch.compile), CPU, {torch.get_num_threads()} threads, '
-         'F.scaled_dot_product_attention(is_causal=True), AdamW(foreach=True)')
-  _print('torch_params', torch_step.num_params)
+  print_figure('torch_version', torch.__version__)
+  print_figure('torch_mode', f'eager (no torch.compile), CPU, {torch.get_num_threads()} '
+               'threads, F.scaled_dot_product_attention(is_causal=True), AdamW(foreach=True)')
+  print_figure('torch_params', torch_step.num_params)
   return [('torch', torch_step)], ''
 
 
@@ -289,16 +251,22 @@ def _rounds(runners, corpus, batch_size, seq_len, seed, ceilings):
       if foreign is not None:
         measured_load = True
         st['quiet'] += foreign < _QUIET_CORES
-      _print(f'{name}_round{r + 1}', f'{tps:,.0f} tokens/s, {1e3 * elapsed / steps:.2f} ms/step, '
-             f'host {1e3 * (elapsed - waited) / steps:.2f} ms/step, {steps} steps in '
-             f'{elapsed:.1f} s, loss {loss:.3f}{busy}')
+      print_figure(f'{name}_round{r + 1}', f'{tps:,.0f} tokens/s, '
+                   f'{1e3 * elapsed / steps:.2f} ms/step, '
+                   f'host {1e3 * (elapsed - waited) / steps:.2f} ms/step, {steps} steps in '
+                   f'{elapsed:.1f} s, loss {loss:.3f}{busy}')
   if measured_load:
     # On a busy machine PyTorch's spinning OpenMP threads degrade far more than XLA's
     # pool, so vs_pytorch from busy rounds overstates ours.
-    _print('quiet_rounds', ', '.join(f'{name} {stats[name]["quiet"]}/{rounds}'
-                                     for name, _ in runners)
-           + f' (other processes below {_QUIET_CORES} cores; with none, rerun)')
+    print_figure('quiet_rounds', ', '.join(f'{name} {stats[name]["quiet"]}/{rounds}'
+                                           for name, _ in runners)
+                 + f' (other processes below {_QUIET_CORES} cores; with none, rerun)')
   return stats
+
+
+def _host_ms_per_step(st) -> float:
+  """A runner's host milliseconds per step: its rounds' time less its waits for losses."""
+  return 1e3 * (st['seconds'] - st['waited']) / st['steps']
 
 
 def _report(stats, tokens_per_step, flops_per_token, ceiling, torch_note, auto_kind):
@@ -306,77 +274,79 @@ def _report(stats, tokens_per_step, flops_per_token, ceiling, torch_note, auto_k
   for name, st in stats.items():
     if name == 'torch':
       continue
-    _print(f'{name}_tokens_per_s', f'{st["best"]:.0f}')
-    _print(f'{name}_host_ms_per_step', f'{1e3 * (st["seconds"] - st["waited"]) / st["steps"]:.3f}')
+    print_figure(f'{name}_tokens_per_s', f'{st["best"]:.0f}')
+    print_figure(f'{name}_host_ms_per_step', f'{_host_ms_per_step(st):.3f}')
     if name.startswith('jax_') and name != 'jax_inline':
-      _print(f'attention_{name[4:]}_vs_{auto_kind}', f'{st["best"] / stats["jax"]["best"]:.3f}')
+      print_figure(f'attention_{name[4:]}_vs_{auto_kind}',
+                   f'{st["best"] / stats["jax"]["best"]:.3f}')
   if 'jax_inline' in stats:
-    _print('prefetch_vs_inline', f'{stats["jax"]["best"] / stats["jax_inline"]["best"]:.3f}')
+    print_figure('prefetch_vs_inline',
+                 f'{stats["jax"]["best"] / stats["jax_inline"]["best"]:.3f}')
   jax_tps = stats['jax']['best']
   jax_flops = flops_per_token * jax_tps
-  _print('jax_steps', stats['jax']['steps'])
-  _print('jax_step_ms', f'{1e3 * tokens_per_step / jax_tps:.2f}')
-  _print('jax_model_gflops', f'{jax_flops / 1e9:.2f}')
+  print_figure('jax_steps', stats['jax']['steps'])
+  print_figure('jax_step_ms', f'{1e3 * tokens_per_step / jax_tps:.2f}')
+  print_figure('jax_model_gflops', f'{jax_flops / 1e9:.2f}')
   if 'torch' in stats:
     torch_tps = stats['torch']['best']
-    _print('torch_steps', stats['torch']['steps'])
-    _print('torch_tokens_per_s', f'{torch_tps:.0f}')
-    _print('torch_step_ms', f'{1e3 * tokens_per_step / torch_tps:.2f}')
-    _print('torch_model_gflops', f'{flops_per_token * torch_tps / 1e9:.2f}')
-    _print('torch_mfu', f'{flops_per_token * torch_tps / ceiling:.3f}')
-    _print('vs_pytorch', f'{jax_tps / torch_tps:.3f}')
+    print_figure('torch_steps', stats['torch']['steps'])
+    print_figure('torch_tokens_per_s', f'{torch_tps:.0f}')
+    print_figure('torch_step_ms', f'{1e3 * tokens_per_step / torch_tps:.2f}')
+    print_figure('torch_model_gflops', f'{flops_per_token * torch_tps / 1e9:.2f}')
+    print_figure('torch_mfu', f'{flops_per_token * torch_tps / ceiling:.3f}')
+    print_figure('vs_pytorch', f'{jax_tps / torch_tps:.3f}')
   else:
-    _print('vs_pytorch', f'n/a ({torch_note})')
-  main_st = stats['jax']
-  _print('host_ms_per_step', f'{1e3 * (main_st["seconds"] - main_st["waited"]) / main_st["steps"]:.3f}')
+    print_figure('vs_pytorch', f'n/a ({torch_note})')
+  print_figure('host_ms_per_step', f'{_host_ms_per_step(stats["jax"]):.3f}')
   mfu = jax_flops / ceiling
-  _print('mfu', f'{mfu:.3f}' if math.isfinite(mfu) else 'nan')
+  print_figure('mfu', f'{mfu:.3f}' if math.isfinite(mfu) else 'nan')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = FLAGS.config
-  cores = _cores()
-  _print('device', f'{jax.default_backend()} {hardware.device_kind()} x{len(jax.devices())}')
-  _print('cores', cores)
-  _print('jax_version', jax.__version__)
+  n_cores = cores()
+  print_figure('device', f'{jax.default_backend()} {hardware.device_kind()} x{len(jax.devices())}')
+  print_figure('cores', n_cores)
+  print_figure('jax_version', jax.__version__)
 
   # 1. The matmul ceiling, before anything else loads the machine; measured again before
   # each round, the best sample counts (a busy machine only ever lowers it).
   ceilings = [_matmul_ceiling(1.0)]
-  _print('matmul_gflops_fp32_start', f'{ceilings[0] / 1e9:.1f}')
+  print_figure('matmul_gflops_fp32_start', f'{ceilings[0] / 1e9:.1f}')
 
   # 2. The baseline genotype and the trial's compiled step (one per kernel asked for).
   genotype = genotype_lib.from_config(config)
   genotype_lib.check(genotype)
-  trial_cfg = trial.TrialConfig.from_config(config)
+  trial_cfg = TrialConfig.from_config(config)
   batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
-  corpus = data.load_corpus('pystdlib')
+  corpus = corpora.load_corpus('pystdlib')
   runners = _jax_runners(genotype, trial_cfg, corpus)
   jax_step = runners[0][1]
   flops_per_token = gpt.flops_per_token(jax_step.model_cfg)
-  _print('genotype_id', genotype_lib.genotype_id(genotype))
-  _print('shape', f'batch {batch_size} x seq {seq_len}, {genotype["n_layers"]} layers, '
-         f'd_model {genotype["d_model"]}, {genotype["n_heads"]} heads of '
-         f'{jax_step.model_cfg.head_dim} ({genotype["n_kv_heads"]} kv), '
-         f'{genotype["activation"]} x{genotype["mlp_ratio"]:g}, {genotype["optimizer"]}')
-  _print('compute_dtype', trial_cfg.compute_dtype)
-  _print('attention_kernel',
-         f'{jax_step.model_cfg.attention} (trial.attention={trial_cfg.attention})')
-  _print('params', jax_step.num_params)
-  _print('tokens_per_step', batch_size * seq_len)
-  _print('flops_per_token_M', f'{flops_per_token / 1e6:.3f}')
+  print_figure('genotype_id', genotype_lib.genotype_id(genotype))
+  print_figure('shape', f'batch {batch_size} x seq {seq_len}, {genotype["n_layers"]} layers, '
+               f'd_model {genotype["d_model"]}, {genotype["n_heads"]} heads of '
+               f'{jax_step.model_cfg.head_dim} ({genotype["n_kv_heads"]} kv), '
+               f'{genotype["activation"]} x{genotype["mlp_ratio"]:g}, {genotype["optimizer"]}')
+  print_figure('compute_dtype', trial_cfg.compute_dtype)
+  print_figure('attention_kernel',
+               f'{jax_step.model_cfg.attention} (trial.attention={trial_cfg.attention})')
+  print_figure('params', jax_step.num_params)
+  print_figure('tokens_per_step', batch_size * seq_len)
+  print_figure('flops_per_token_M', f'{flops_per_token / 1e6:.3f}')
   for name, runner in runners:
-    _print(f'{name}_compile_seconds', f'{runner.compile_seconds:.2f}')
-  _print('host_batch_ms', f'{_host_batch_ms(jax_step, corpus.train, batch_size, seq_len):.3f}')
+    print_figure(f'{name}_compile_seconds', f'{runner.compile_seconds:.2f}')
+  batch_ms = _host_batch_ms(jax_step, corpus.train, batch_size, seq_len)
+  print_figure('host_batch_ms', f'{batch_ms:.3f}')
 
   # 3. The PyTorch twin, when it can be had; 4. alternating rounds, the best counts.
-  torch_runners, torch_note = _torch_runner(genotype, trial_cfg, cores)
+  torch_runners, torch_note = _torch_runner(genotype, trial_cfg, n_cores)
   stats = _rounds(runners + torch_runners, corpus, batch_size, seq_len, trial_cfg.seed, ceilings)
   ceiling = max(ceilings)
-  _print('matmul_gflops_fp32_samples', ', '.join(f'{c / 1e9:.0f}' for c in ceilings))
-  _print('matmul_gflops_fp32', f'{ceiling / 1e9:.1f}')
+  print_figure('matmul_gflops_fp32_samples', ', '.join(f'{c / 1e9:.0f}' for c in ceilings))
+  print_figure('matmul_gflops_fp32', f'{ceiling / 1e9:.1f}')
   _report(stats, batch_size * seq_len, flops_per_token, ceiling, torch_note,
           jax_step.model_cfg.attention)
 

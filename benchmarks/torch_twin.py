@@ -11,8 +11,10 @@ it `torch` is None here.
 
 from __future__ import annotations
 
-from autoresearch import genotype as genotype_lib, optim, trial
-from models import gpt
+from autoresearch.space import genotype as genotype_lib
+from autoresearch.trial.config import TrialConfig
+from models import gpt, optim
+
 
 try:  # PyTorch is optional: only the comparison needs it.
   import torch
@@ -32,7 +34,7 @@ def _lr_multiplier(progress: float, cfg: optim.OptimConfig) -> float:
   return warm * down
 
 
-def torch_unsupported(genotype, trial_cfg: trial.TrialConfig) -> str:
+def torch_unsupported(genotype, trial_cfg: TrialConfig) -> str:
   """Why the PyTorch twin cannot mirror this genotype, or '' when it can."""
   cfg = genotype_lib.model_config(genotype, trial_cfg.compute_dtype)
   reasons = []
@@ -53,134 +55,154 @@ def _rms(x, weight=None):
   return F.rms_norm(x, (x.shape[-1],), weight, eps=1e-6)
 
 
-def _build_torch_model(cfg: gpt.GPTConfig):
+# The twin's modules subclass torch.nn.Module; without PyTorch they are never built.
+_Module = torch.nn.Module if torch is not None else object
+
+
+def _linear(fan_in, fan_out, std):
+  """A bias-free linear layer, stored (fan_out, fan_in) as nn.Linear does, with the same
+  init distribution as gpt.Linear (zeros for `std` 0)."""
+  layer = torch.nn.Linear(fan_in, fan_out, bias=False)
+  with torch.no_grad():
+    layer.weight.normal_(0.0, std) if std > 0 else layer.weight.zero_()
+  return layer
+
+
+class _Norm(_Module):
+  """`cfg.norm`: RMSNorm without scale ('rms'), with scale, or LayerNorm with bias."""
+
+  def __init__(self, kind, dim):
+    super().__init__()
+    self.kind = kind
+    self.scale = torch.nn.Parameter(torch.ones(dim)) if kind != 'rms' else None
+    self.bias = torch.nn.Parameter(torch.zeros(dim)) if kind == 'layernorm' else None
+
+  def forward(self, x):
+    if self.kind == 'layernorm':
+      return F.layer_norm(x, (x.shape[-1],), self.scale, self.bias, eps=1e-6)
+    return _rms(x, self.scale)
+
+
+class _Attention(_Module):
+  """Causal self-attention (grouped kv heads, optional qk-norm and RoPE), over the whole
+  sequence or a sliding `window`."""
+
+  def __init__(self, cfg: gpt.GPTConfig, window):
+    super().__init__()
+    self.cfg = cfg
+    d, e = cfg.d_model, cfg.head_dim
+    self.window = window
+    self.q = _linear(d, cfg.n_heads * e, d ** -0.5)
+    self.k = _linear(d, cfg.n_kv_heads * e, d ** -0.5)
+    self.v = _linear(d, cfg.n_kv_heads * e, d ** -0.5)
+    self.o = _linear(cfg.n_heads * e, d,
+                     0.0 if cfg.zero_init_proj else (cfg.n_heads * e) ** -0.5)
+    t = cfg.seq_len
+    if window < t:
+      delta = torch.arange(t)[:, None] - torch.arange(t)[None, :]
+      self.register_buffer('mask', (delta >= 0) & (delta < window), persistent=False)
+    else:
+      self.mask = None
+
+  def forward(self, x, cos, sin):
+    cfg = self.cfg
+    b, t, _ = x.shape
+    h, k, e = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    q = self.q(x).view(b, t, h, e).transpose(1, 2)
+    kk = self.k(x).view(b, t, k, e).transpose(1, 2)
+    v = self.v(x).view(b, t, k, e).transpose(1, 2)
+    if cfg.qk_norm:
+      q, kk = _rms(q), _rms(kk)
+    if cos is not None:
+      q, kk = _rope(q, cos, sin), _rope(kk, cos, sin)
+    gqa = {'enable_gqa': True} if k != h else {}
+    if self.mask is None:
+      out = F.scaled_dot_product_attention(q, kk, v, is_causal=True, **gqa)
+    else:
+      out = F.scaled_dot_product_attention(q, kk, v, attn_mask=self.mask[:t, :t], **gqa)
+    return self.o(out.transpose(1, 2).reshape(b, t, h * e))
+
+
+class _MLP(_Module):
+  """The MLP of `cfg.activation` (relu2, tanh-GELU or SwiGLU) and `cfg.mlp_hidden`."""
+
+  def __init__(self, cfg: gpt.GPTConfig):
+    super().__init__()
+    self.activation = cfg.activation
+    d, f = cfg.d_model, cfg.mlp_hidden
+    self.up = _linear(d, f, d ** -0.5)
+    self.gate = _linear(d, f, d ** -0.5) if cfg.activation == 'swiglu' else None
+    self.down = _linear(f, d, 0.0 if cfg.zero_init_proj else f ** -0.5)
+
+  def forward(self, x):
+    hidden = self.up(x)
+    if self.activation == 'relu2':
+      hidden = torch.square(F.relu(hidden))
+    elif self.activation == 'gelu':
+      hidden = F.gelu(hidden, approximate='tanh')  # jax.nn.gelu's default
+    else:
+      hidden = F.silu(self.gate(x)) * hidden
+    return self.down(hidden)
+
+
+class _Block(_Module):
+  """A pre-norm transformer block: attention, then the MLP, each added to the stream."""
+
+  def __init__(self, cfg: gpt.GPTConfig, window):
+    super().__init__()
+    self.attn_norm = _Norm(cfg.norm, cfg.d_model)
+    self.attn = _Attention(cfg, window)
+    self.mlp_norm = _Norm(cfg.norm, cfg.d_model)
+    self.mlp = _MLP(cfg)
+
+  def forward(self, x, cos, sin):
+    x = x + self.attn(self.attn_norm(x), cos, sin)
+    return x + self.mlp(self.mlp_norm(x))
+
+
+class _GPT(_Module):
   """The PyTorch twin of `models.gpt.GPT` for the switches `torch_unsupported` allows."""
-  nn = torch.nn
 
-  def linear(fan_in, fan_out, std):
-    # Stored (fan_out, fan_in) as nn.Linear does; same init distribution as gpt.Linear.
-    layer = nn.Linear(fan_in, fan_out, bias=False)
-    with torch.no_grad():
-      layer.weight.normal_(0.0, std) if std > 0 else layer.weight.zero_()
-    return layer
+  def __init__(self, cfg: gpt.GPTConfig):
+    super().__init__()
+    self.logit_softcap = cfg.logit_softcap
+    d, v = cfg.d_model, cfg.vocab_size
+    self.embed = torch.nn.Parameter(
+        torch.randn(v, d) * (d ** -0.5 if cfg.tie_embeddings else 1.0))
+    self.pos_embed = (torch.nn.Parameter(torch.randn(cfg.seq_len, d) * 0.02)
+                      if cfg.position == 'learned' else None)
+    self.blocks = torch.nn.ModuleList([_Block(cfg, w) for w in cfg.layer_windows()])
+    self.final_norm = _Norm(cfg.norm, d)
+    self.lm_head = (None if cfg.tie_embeddings
+                    else torch.nn.Parameter(torch.randn(d, v) * d ** -0.5))
+    if cfg.position == 'rope':
+      self._register_rope(cfg)
+    else:
+      self.cos = self.sin = None
 
-  class Norm(nn.Module):
+  def _register_rope(self, cfg: gpt.GPTConfig):
+    """The RoPE angles' cos and sin, (seq_len, head_dim / 2), as non-persistent buffers."""
+    e = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, e, 2, dtype=torch.float32) / e))
+    angles = torch.arange(cfg.seq_len, dtype=torch.float32)[:, None] * inv_freq[None, :]
+    self.register_buffer('cos', torch.cos(angles), persistent=False)
+    self.register_buffer('sin', torch.sin(angles), persistent=False)
 
-    def __init__(self, kind, dim):
-      super().__init__()
-      self.kind = kind
-      self.scale = nn.Parameter(torch.ones(dim)) if kind != 'rms' else None
-      self.bias = nn.Parameter(torch.zeros(dim)) if kind == 'layernorm' else None
-
-    def forward(self, x):
-      if self.kind == 'layernorm':
-        return F.layer_norm(x, (x.shape[-1],), self.scale, self.bias, eps=1e-6)
-      return _rms(x, self.scale)
-
-  class Attention(nn.Module):
-
-    def __init__(self, window):
-      super().__init__()
-      d, e = cfg.d_model, cfg.head_dim
-      self.window = window
-      self.q = linear(d, cfg.n_heads * e, d ** -0.5)
-      self.k = linear(d, cfg.n_kv_heads * e, d ** -0.5)
-      self.v = linear(d, cfg.n_kv_heads * e, d ** -0.5)
-      self.o = linear(cfg.n_heads * e, d,
-                      0.0 if cfg.zero_init_proj else (cfg.n_heads * e) ** -0.5)
-      t = cfg.seq_len
-      if window < t:
-        delta = torch.arange(t)[:, None] - torch.arange(t)[None, :]
-        self.register_buffer('mask', (delta >= 0) & (delta < window), persistent=False)
-      else:
-        self.mask = None
-
-    def forward(self, x, cos, sin):
-      b, t, _ = x.shape
-      h, k, e = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-      q = self.q(x).view(b, t, h, e).transpose(1, 2)
-      kk = self.k(x).view(b, t, k, e).transpose(1, 2)
-      v = self.v(x).view(b, t, k, e).transpose(1, 2)
-      if cfg.qk_norm:
-        q, kk = _rms(q), _rms(kk)
-      if cos is not None:
-        q, kk = _rope(q, cos, sin), _rope(kk, cos, sin)
-      gqa = {'enable_gqa': True} if k != h else {}
-      if self.mask is None:
-        out = F.scaled_dot_product_attention(q, kk, v, is_causal=True, **gqa)
-      else:
-        out = F.scaled_dot_product_attention(q, kk, v, attn_mask=self.mask[:t, :t], **gqa)
-      return self.o(out.transpose(1, 2).reshape(b, t, h * e))
-
-  class MLP(nn.Module):
-
-    def __init__(self):
-      super().__init__()
-      d, f = cfg.d_model, cfg.mlp_hidden
-      self.up = linear(d, f, d ** -0.5)
-      self.gate = linear(d, f, d ** -0.5) if cfg.activation == 'swiglu' else None
-      self.down = linear(f, d, 0.0 if cfg.zero_init_proj else f ** -0.5)
-
-    def forward(self, x):
-      hidden = self.up(x)
-      if cfg.activation == 'relu2':
-        hidden = torch.square(F.relu(hidden))
-      elif cfg.activation == 'gelu':
-        hidden = F.gelu(hidden, approximate='tanh')  # jax.nn.gelu's default
-      else:
-        hidden = F.silu(self.gate(x)) * hidden
-      return self.down(hidden)
-
-  class Block(nn.Module):
-
-    def __init__(self, window):
-      super().__init__()
-      self.attn_norm = Norm(cfg.norm, cfg.d_model)
-      self.attn = Attention(window)
-      self.mlp_norm = Norm(cfg.norm, cfg.d_model)
-      self.mlp = MLP()
-
-    def forward(self, x, cos, sin):
-      x = x + self.attn(self.attn_norm(x), cos, sin)
-      return x + self.mlp(self.mlp_norm(x))
-
-  class GPT(nn.Module):
-
-    def __init__(self):
-      super().__init__()
-      d, v = cfg.d_model, cfg.vocab_size
-      self.embed = nn.Parameter(torch.randn(v, d) * (d ** -0.5 if cfg.tie_embeddings else 1.0))
-      self.pos_embed = (nn.Parameter(torch.randn(cfg.seq_len, d) * 0.02)
-                        if cfg.position == 'learned' else None)
-      self.blocks = nn.ModuleList([Block(w) for w in cfg.layer_windows()])
-      self.final_norm = Norm(cfg.norm, d)
-      self.lm_head = None if cfg.tie_embeddings else nn.Parameter(torch.randn(d, v) * d ** -0.5)
-      if cfg.position == 'rope':
-        e = cfg.head_dim
-        inv_freq = 1.0 / (cfg.rope_base ** (torch.arange(0, e, 2, dtype=torch.float32) / e))
-        angles = torch.arange(cfg.seq_len, dtype=torch.float32)[:, None] * inv_freq[None, :]
-        self.register_buffer('cos', torch.cos(angles), persistent=False)
-        self.register_buffer('sin', torch.sin(angles), persistent=False)
-      else:
-        self.cos = self.sin = None
-
-    def forward(self, tokens):
-      t = tokens.shape[1]
-      x = F.embedding(tokens, self.embed)
-      if self.pos_embed is not None:
-        x = x + self.pos_embed[:t]
-      x = _rms(x)
-      cos = None if self.cos is None else self.cos[:t]
-      sin = None if self.sin is None else self.sin[:t]
-      for block in self.blocks:
-        x = block(x, cos, sin)
-      x = self.final_norm(x)
-      logits = x @ (self.embed.t() if self.lm_head is None else self.lm_head)
-      if cfg.logit_softcap > 0:
-        logits = cfg.logit_softcap * torch.tanh(logits / cfg.logit_softcap)
-      return logits
-
-  return GPT()
+  def forward(self, tokens):
+    t = tokens.shape[1]
+    x = F.embedding(tokens, self.embed)
+    if self.pos_embed is not None:
+      x = x + self.pos_embed[:t]
+    x = _rms(x)
+    cos = None if self.cos is None else self.cos[:t]
+    sin = None if self.sin is None else self.sin[:t]
+    for block in self.blocks:
+      x = block(x, cos, sin)
+    x = self.final_norm(x)
+    logits = x @ (self.embed.t() if self.lm_head is None else self.lm_head)
+    if self.logit_softcap > 0:
+      logits = self.logit_softcap * torch.tanh(logits / self.logit_softcap)
+    return logits
 
 
 def _rope(x, cos, sin):
@@ -203,11 +225,11 @@ def _torch_param_group(name: str) -> str:
 class TorchStep:
   """The PyTorch twin's training step (AdamW per parameter group, clip, schedule)."""
 
-  def __init__(self, genotype, trial_cfg: trial.TrialConfig):
+  def __init__(self, genotype, trial_cfg: TrialConfig):
     torch.manual_seed(trial_cfg.seed)
     self.cfg = genotype_lib.model_config(genotype, trial_cfg.compute_dtype)
     self.optim_cfg = o = genotype_lib.optim_config(genotype)
-    self.model = _build_torch_model(self.cfg)
+    self.model = _GPT(self.cfg)
     self.model.train()
     lrs = {'matrix': o.matrix_lr, 'embed': o.embed_lr, 'head': o.head_lr, 'scalar': o.scalar_lr}
     grouped = {g: [] for g in lrs}

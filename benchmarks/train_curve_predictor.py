@@ -1,4 +1,4 @@
-"""Trains the learned curve predictor (autoresearch/curve_predictor.py) offline, on CPU.
+"""Trains the learned curve predictor (autoresearch/early_stop/curve_predictor.py) offline, on CPU.
 
     python benchmarks/train_curve_predictor.py [--out=predictors/curve_mlp]
         [--steps=4000] [--synthetic_searches=200] [RECORDED.jsonl ...]
@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from autoresearch import curve_predictor as cp, ledger  # noqa: E402
+from autoresearch.early_stop import curve_predictor as cp  # noqa: E402
+from autoresearch.workdir import ledger  # noqa: E402
 from benchmarks import curve_families  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data')

@@ -50,18 +50,9 @@ def baseline_genotype() -> ml_collections.ConfigDict:
   ))
 
 
-def get_config() -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-
-  config.data = ml_collections.ConfigDict(dict(
-      source='pystdlib',       # 'pystdlib' (no download) | 'text' | 'enwik8'
-      path='',                 # file or folder of UTF-8 text, for source='text'
-      cache_dir='',            # enwik8 download cache; '' = ~/.cache/autoresearch
-      val_fraction=0.05,       # share of documents in val (hash of the path)
-      test_fraction=0.05,      # share of documents in test
-  ))
-
-  config.trial = ml_collections.ConfigDict(dict(
+def trial_config() -> ml_collections.ConfigDict:
+  """How each trial is run: its budget, what is scored, its caps and its clock."""
+  return ml_collections.ConfigDict(dict(
       budget_seconds=60.0,     # training seconds per trial (on `clock`); compile and eval excluded
       val_bytes=262_144,       # bytes of the val split scored (same for every genotype)
       eval_batch_tokens=16_384,  # tokens per evaluation batch (memory only)
@@ -82,21 +73,26 @@ def get_config() -> ml_collections.ConfigDict:
       sync_steps=16,           # steps; several hosts share process 0's stop and progress this often
   ))
 
-  search_reward_clip = ml_collections.FieldReference(100.0)  # shared with agent.dyna
-  config.search = ml_collections.ConfigDict(dict(
+
+def search_config(reward_clip: ml_collections.FieldReference) -> ml_collections.ConfigDict:
+  """The search loop: how long, the noise runs and the keep rule."""
+  return ml_collections.ConfigDict(dict(
       max_trials=0,            # stop after this many trials in the workdir in total; 0 = never
       noise_repeats=5,         # baseline runs (seeds s, s+1, ...) that first measure sigma of val_bpb
       keep_alpha=0.05,         # probability of keeping an edit that changes nothing (one-sided t test)
       min_sigma=0.002,         # bits/byte; floor of the pooled sigma
-      reward_clip=search_reward_clip,  # sigma units: an edit's reward is log1p(its gain over the best / sigma, in [0, this])
+      reward_clip=reward_clip,  # sigma units: an edit's reward is log1p(its gain over the best / sigma, in [0, this])
       seed=0,                  # agent seed
       parallel_trials=1,       # K: trials at once, each on 1/K of the devices (K proposals a round)
-      # Baseline runs kept for the next search of the same setting (autoresearch/baseline_cache.py):
+      # Baseline runs kept for the next search of the same setting (autoresearch/search/baseline_cache.py):
       # '' = ~/.cache/autoresearch/baselines, 'none' = off, else a folder (local or gs://).
       baseline_cache='',
   ))
 
-  config.agent = ml_collections.ConfigDict(dict(
+
+def agent_config(reward_clip: ml_collections.FieldReference) -> ml_collections.ConfigDict:
+  """The agent that proposes the trials (PPO by default) and its learning."""
+  return ml_collections.ConfigDict(dict(
       kind='ppo',              # 'ppo' | 'random' | 'random_global' | 'evolution' | 'tpe' | 'cmaes'
       history=30,              # past trials the policy reads
       update_every=8,          # trials between PPO updates
@@ -124,7 +120,7 @@ def get_config() -> ml_collections.ConfigDict:
                                # on the design landscapes 8 did not resolve a gain, README)
           bonus=0.1,           # imagined reward per σ of the ensemble's disagreement
           min_trials=16,       # trials remembered before the world model is used
-          reward_clip=search_reward_clip,  # = search.reward_clip (one value, referenced)
+          reward_clip=reward_clip,  # = search.reward_clip (one value, referenced)
           members=5,           # MLPs in the world model's ensemble
           hidden=64,           # width of each member's two hidden layers
           steps=100,           # full-batch Adam steps per fit
@@ -134,9 +130,11 @@ def get_config() -> ml_collections.ConfigDict:
       )),
   ))
 
-  # --mode=pretrain: the PPO policy pretrained on synthetic landscapes (pretrain.py),
-  # written to --workdir (the shipped one: policies/default).
-  config.pretrain = ml_collections.ConfigDict(dict(
+
+def pretrain_config() -> ml_collections.ConfigDict:
+  """--mode=pretrain: the PPO policy pretrained on synthetic landscapes (pretrain.py),
+  written to --workdir (the shipped one: policies/default)."""
+  return ml_collections.ConfigDict(dict(
       iterations=30,           # PPO updates
       searches=24,             # synthetic searches (one landscape each) per update
       trials=60,               # ledger rows per search (baseline runs included)
@@ -145,7 +143,10 @@ def get_config() -> ml_collections.ConfigDict:
       learning_rate=1e-3,      # Adam step size
   ))
 
-  config.evaluator = ml_collections.ConfigDict(dict(
+
+def evaluator_config() -> ml_collections.ConfigDict:
+  """The self-evaluator: when a running trial is stopped as hopeless."""
+  return ml_collections.ConfigDict(dict(
       enabled=True,            # stop hopeless trials early from their live loss curve
       min_progress=0.2,        # fraction of the budget before any predicted-bpb stop
       check_every=0.05,        # fraction of the budget between curve fits
@@ -164,6 +165,25 @@ def get_config() -> ml_collections.ConfigDict:
       predictor_path='predictors/curve_mlp',  # folder of the learned one (relative: to the project)
   ))
 
+
+def get_config() -> ml_collections.ConfigDict:
+  """The whole configuration: one part per concern, the genotype the search starts from."""
+  config = ml_collections.ConfigDict()
+
+  config.data = ml_collections.ConfigDict(dict(
+      source='pystdlib',       # 'pystdlib' (no download) | 'text' | 'enwik8'
+      path='',                 # file or folder of UTF-8 text, for source='text'
+      cache_dir='',            # enwik8 download cache; '' = ~/.cache/autoresearch
+      val_fraction=0.05,       # share of documents in val (hash of the path)
+      test_fraction=0.05,      # share of documents in test
+  ))
+
+  config.trial = trial_config()
+  reward_clip = ml_collections.FieldReference(100.0)  # search.reward_clip = agent.dyna.reward_clip
+  config.search = search_config(reward_clip)
+  config.agent = agent_config(reward_clip)
+  config.pretrain = pretrain_config()
+  config.evaluator = evaluator_config()
   config.checkpoint = ml_collections.ConfigDict(dict(
       keep=3,                  # checkpoints kept (the newest; older ones are deleted)
       grace_seconds=30.0,      # seconds from SIGTERM/SIGINT to exit

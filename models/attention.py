@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+
 # Attention kernels: 'explicit' (the einsums here), 'xla' or 'cudnn' (both through
 # `jax.nn.dot_product_attention`; cudnn is flash attention, bf16/fp16 on NVIDIA GPUs), or
 # 'auto': the faster one of the backend the model is traced for (`attention_kind`).

@@ -26,6 +26,7 @@ from flax import nnx
 from models.attention import (ATTENTIONS, CUDNN_DTYPES, attention_kind, cudnn_compiles,
                               explicit_attention, library_attention, rope_tables)
 
+
 ACTIVATIONS = ('relu2', 'gelu', 'swiglu')
 NORMS = ('rms', 'rms_scale', 'layernorm')
 POSITIONS = ('rope', 'learned')
@@ -286,7 +287,8 @@ class GPT(nnx.Module):
             tuple(jnp.asarray(a) for a in rope_tables(t, cfg.head_dim, cfg.rope_base)))
     for i, block in enumerate(self.blocks):
       if self.lambda_res is not None:
-        x_BxTxD = (self.lambda_res[...][i] * x_BxTxD + self.lambda_0[...][i] * x0_BxTxD).astype(dtype)
+        x_BxTxD = (self.lambda_res[...][i] * x_BxTxD
+                   + self.lambda_0[...][i] * x0_BxTxD).astype(dtype)
       ve = None
       if str(i) in self.value_embed:
         ve = jnp.take(self.value_embed[str(i)][...], tokens_BxT, axis=0).astype(dtype)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+
 # Logit of a masked choice: finite (so gradients and entropies stay NaN-free) and low
 # enough that softmax gives it exactly zero probability in float32 and a Gumbel-max
 # sample can never pick it.

@@ -14,8 +14,8 @@ jax.config.update('jax_numpy_rank_promotion', 'raise')
 @pytest.fixture(scope='session')
 def stdlib_corpus():
   """The embedded default corpus, loaded once for every module that reads it."""
-  from autoresearch import data
-  return data.load_corpus('pystdlib')
+  from autoresearch.data import corpora
+  return corpora.load_corpus('pystdlib')
 
 
 @pytest.fixture(autouse=True, scope='session')
@@ -24,14 +24,14 @@ def corpus_once_per_setting():
   near-duplicate clustering); one load per data setting serves the whole session. A
   setting that fails to load is not cached, so its error is raised every time."""
   import json
-  from autoresearch import data
-  original, loaded = data.corpus_from_config, {}
+  from autoresearch.data import corpora
+  original, loaded = corpora.corpus_from_config, {}
 
   def corpus_from_config(config):
     key = json.dumps(config.data.to_dict(), sort_keys=True, default=str)
     if key not in loaded:
       loaded[key] = original(config)
     return loaded[key]
-  data.corpus_from_config = corpus_from_config
+  corpora.corpus_from_config = corpus_from_config
   yield
-  data.corpus_from_config = original
+  corpora.corpus_from_config = original

@@ -32,8 +32,11 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from autoresearch import agents, genotype as genotype_lib, workdir_io
-from autoresearch.trial_types import ConfigError
+from autoresearch.agents.api import Proposal, SearchView
+from autoresearch.space import genotype as genotype_lib
+from autoresearch.trial.config import ConfigError
+from autoresearch.workdir import io as workdir_io
+
 
 DISTRIBUTIONS = {gene.name: IntDistribution(0, len(gene.values) - 1) for gene in genotype_lib.GENES}
 
@@ -104,7 +107,7 @@ class OptunaAgent:
 
   # --- the agent interface -------------------------------------------------------------
 
-  def propose(self, view: agents.SearchView) -> agents.Proposal:
+  def propose(self, view: SearchView) -> Proposal:
     study = self._study()
     baseline, baseline_bpb = view.best_genotype, view.best_bpb
     if self.told == 0:  # The baseline, as a finished trial: what every agent starts from.
@@ -114,7 +117,7 @@ class OptunaAgent:
     study.sampler = self._sampler(baseline)
     trial = study.ask(DISTRIBUTIONS)
     self.pending = trial.number
-    return agents.Proposal(-1, -1, genotype=from_params(trial.params))
+    return Proposal(-1, -1, genotype=from_params(trial.params))
 
   def observe(self, view, proposal, reward, next_view, outcome) -> dict:
     if outcome.bpb is None:

@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from autoresearch.records import TrialRecord  # noqa: E402
+from autoresearch.workdir.records import TrialRecord  # noqa: E402
 
 RERUN = re.compile(r'\s*\(re-run, mean ([^)]*)\)\s*$')
 RETIRED = ('commit', 'memory_gb', 'eval_split')

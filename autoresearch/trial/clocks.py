@@ -1,0 +1,136 @@
+"""The clocks a trial trains under (`trial.clock`): a trial trains until its clock
+reads `budget_seconds`.
+
+* 'wall' (the default): training seconds are the machine's seconds. A step is
+  dispatched only if, started when the step in flight ends, it would end within the
+  budget by the median duration of the recent steps, so a trial ends within about one
+  step of its budget (never a step or two past it).
+* 'flops': training seconds are the model FLOPs trained so far
+  (`models.gpt.flops_per_token` x tokens) / `reference_flops_per_second`, so a genotype
+  and seed train the same steps at the same learning rates, to the same val_bpb,
+  whether the machine is idle or busy. The budget then holds a whole number of steps.
+Both keep the machine's seconds of training beside (`TrialResult.wall_train_seconds`).
+"""
+
+from __future__ import annotations
+
+import collections
+import statistics
+import time
+from typing import Callable
+
+from autoresearch.trial.config import TrialConfig
+
+
+class _Clock:
+  """What both clocks share: the machine's seconds since the clock was made."""
+
+  def __init__(self, budget_seconds: float, now: Callable[[], float]):
+    self.budget, self._now = budget_seconds, now
+    self._start = now()
+
+  def wall_seconds(self) -> float:
+    return self._now() - self._start
+
+  def progress(self, seconds: float) -> float:
+    """`seconds` / budget, at most 1 (1 for a budget of 0)."""
+    return min(seconds / self.budget, 1.0) if self.budget > 0 else 1.0
+
+
+class WallClock(_Clock):
+  """Training seconds are the machine's seconds. A step's duration runs from when it
+  could start (dispatched, and the step before it read) to when its loss was read;
+  `plan` predicts the next step's with the median of the last `window`."""
+
+  window = 32   # recent steps whose median duration predicts the next step's
+
+  def __init__(self, budget_seconds: float, now: Callable[[], float] = time.perf_counter):
+    super().__init__(budget_seconds, now)
+    self._unread = collections.deque()   # dispatch times of the steps not read yet
+    self._durations = collections.deque(maxlen=self.window)
+    self._last_read = 0.0
+
+  def seconds(self) -> float:
+    """Training seconds so far."""
+    return self.wall_seconds()
+
+  def plan(self, in_flight: bool) -> tuple[bool, float]:
+    """(whether one more step fits the budget, the progress at which it would start).
+    The first step fits any budget > 0; the second waits for the first's duration
+    (no fit while the first is in flight)."""
+    now = self.wall_seconds()
+    if not self._durations:
+      return not in_flight and now < self.budget, self.progress(now)
+    start, step = self._next_start(now, in_flight)
+    return start + step <= self.budget, self.progress(start)
+
+  def plan_ahead(self, in_flight: bool, steps: int) -> list[float]:
+    """The progress at which each of the next `steps` steps would start, dispatched back
+    to back, for those that fit the budget: the first as `plan` has it, each later one
+    a median step after the one before (several hosts run such a plan between syncs).
+    With no duration known yet, at most the one step `plan` allows."""
+    now = self.wall_seconds()
+    if not self._durations:
+      return [self.progress(now)] if steps >= 1 and self.plan(in_flight)[0] else []
+    start, step = self._next_start(now, in_flight)
+    return [self.progress(start + k * step) for k in range(steps)
+            if start + (k + 1) * step <= self.budget]
+
+  def _next_start(self, now: float, in_flight: bool) -> tuple[float, float]:
+    """(when the next step could start, the median recent step duration)."""
+    step = statistics.median(self._durations)
+    start = max(now, max(self._unread[-1], self._last_read) + step) if in_flight else now
+    return start, step
+
+  def dispatched(self) -> None:
+    """A step is about to be handed to the device."""
+    self._unread.append(self.wall_seconds())
+
+  def finished(self) -> float:
+    """The oldest unread step's loss was just read: the training seconds it ended at."""
+    end = self.wall_seconds()
+    self._durations.append(end - max(self._unread.popleft(), self._last_read))
+    self._last_read = end
+    return end
+
+
+class FlopsClock(_Clock):
+  """Training seconds are model FLOPs / the reference rate: every step takes exactly
+  `step_seconds`, so a budget holds floor(budget / step_seconds) steps on any machine
+  under any load."""
+
+  def __init__(self, budget_seconds: float, step_seconds: float,
+               now: Callable[[], float] = time.perf_counter):
+    super().__init__(budget_seconds, now)
+    self.step_seconds = step_seconds
+    self._dispatched = self._read = 0
+
+  def seconds(self) -> float:
+    return self._dispatched * self.step_seconds
+
+  def plan(self, in_flight: bool) -> tuple[bool, float]:
+    return self._fits(self._dispatched + 1), self.progress(self.seconds())
+
+  def plan_ahead(self, in_flight: bool, steps: int) -> list[float]:
+    """The progress at which each of the next `steps` steps starts, for those that fit
+    the budget: exact, as every step takes `step_seconds`."""
+    return [self.progress((self._dispatched + k) * self.step_seconds) for k in range(steps)
+            if self._fits(self._dispatched + k + 1)]
+
+  def _fits(self, steps: int) -> bool:
+    # The relative slack absorbs the rounding of a budget that holds n steps exactly.
+    return steps * self.step_seconds <= self.budget * (1 + 1e-9)
+
+  def dispatched(self) -> None:
+    self._dispatched += 1
+
+  def finished(self) -> float:
+    self._read += 1
+    return self._read * self.step_seconds
+
+
+def make_clock(cfg: TrialConfig, step_flops: float) -> _Clock:
+  """The clock `cfg.clock` names, for steps of `step_flops` model FLOPs each."""
+  if cfg.clock == 'flops':
+    return FlopsClock(cfg.budget_seconds, step_flops / cfg.reference_flops_per_second)
+  return WallClock(cfg.budget_seconds)
