@@ -29,6 +29,7 @@ def main(workdir, k, max_trials, log, kill_at=''):
   lock = threading.Lock()
 
   def stand_in(genotype, corpus, cfg, watch=None, score_test=False, devices=None):
+    fault_points.point('mid-compile')   # where a real trial reaches it: before its build
     start = time.time()
     gid = genotype_lib.genotype_id(genotype)
     if watch is not None and watch(LossReading(0.1, 0.5, 1, 3.0)) is not None:

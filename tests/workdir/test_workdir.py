@@ -336,13 +336,15 @@ def _really_full_disk(disk):
     f.write(b'\0' * max(0, free - 150 * 1024))
   full = run(40)
   assert full.returncode == 1
-  said = [line for line in full.stderr.splitlines() if not line.startswith('I')]
+  # Log lines on a terminal are 'HH:MM:SS message', warnings 'HH:MM:SS warning: ...'.
+  info = re.compile(r'\d\d:\d\d:\d\d (?!warning: |error: )')
+  said = [line for line in full.stderr.splitlines() if not info.match(line)]
   assert said and re.fullmatch(
       r'autoresearch: could not .*: No space left on device.*', said[-1]), full.stderr[-3000:]
   # The one line that stops it comes last. Before it, a view (the live report or the
   # TensorBoard file) may have found the disk full too, depending on when space ran out:
   # each says so in one warning and the search went on; nothing else, no traceback.
-  view_warning = re.compile(r'W\d{4} [\d:.]+\s+\d+ outputs\.py:\d+\] (the report|TensorBoard) '
+  view_warning = re.compile(r'\d\d:\d\d:\d\d warning: (the report|TensorBoard) '
                             r'was not written \(the search goes on\): .*No space left on device')
   assert all(view_warning.fullmatch(line) for line in said[:-1]), full.stderr[-3000:]
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'))
