@@ -47,6 +47,13 @@ def baseline_genotype() -> ml_collections.ConfigDict:
       # Batch.
       batch_size=16,           # sequences per optimizer step
       seq_len=128,             # tokens (bytes) per sequence
+      # Later speedrun records (modded-nanogpt), each off here.
+      unet_skips=False,        # layer i of the second half adds the output of layer L-1-i
+      window_warmup=0.0,       # fraction of the budget over which short windows grow to full size
+      bigram_buckets=0,        # rows of the (previous, current) byte hash embedding; 0 = off
+      mtp_weight=0.0,          # weight of the auxiliary loss of predicting byte t+2; 0 = off
+      cautious_wd=False,       # decay hidden matrices only where update and weight agree in sign
+      normuon=False,           # normalise Muon's update per neuron (optimizer='muon')
   ))
 
 

@@ -6,7 +6,11 @@ losses, no optimizers, no ml_collections). The switches mirror the baseline
 GQA, RoPE or learned positions, QK-norm, a per-layer short/long attention window
 pattern, value embeddings on alternating layers, relu^2 / gelu / swiglu MLPs,
 three norms, residual mixing with the embedding stream, logit soft-capping, tied
-embeddings and zero-initialised output projections.
+embeddings and zero-initialised output projections; and later records of the
+modded-nanogpt speedrun (github.com/KellerJordan/modded-nanogpt, README record table):
+U-net skip connections (record 11), short windows that grow during training (record 13,
+attention window warmup), a bigram hash embedding (record 62) and multi-token
+prediction as an auxiliary loss (record 53).
 
 Shape suffixes: B batch, T time, D d_model, H query heads, K kv heads, E head dim,
 F MLP hidden width, V vocabulary.
@@ -19,12 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
-from models.attention import (ATTENTIONS, CUDNN_DTYPES, attention_kind, cudnn_compiles,
-                              explicit_attention, library_attention, rope_tables)
+from models.attention import ATTENTIONS, CUDNN_DTYPES, attention_kind, cudnn_compiles, rope_tables
+from models.layers import Block, Norm, normal, rms_normalize
 
 
 ACTIVATIONS = ('relu2', 'gelu', 'swiglu')
@@ -57,6 +61,10 @@ class GPTConfig:
   zero_init_proj: bool = False  # zero-init attention and MLP output projections
   compute_dtype: str = 'float32'  # activations dtype; parameters stay float32
   attention: str = 'auto'      # attention kernel (ATTENTIONS); the same function, any kernel
+  unet_skips: bool = False     # layer i of the second half adds the output of layer L-1-i
+  window_warmup: float = 0.0   # fraction of training over which short windows grow; 0 = off
+  bigram_buckets: int = 0      # rows of the (previous, current) byte hash embedding; 0 = off
+  mtp_weight: float = 0.0      # weight of the auxiliary loss of predicting byte t+2; 0 = off
 
   @property
   def head_dim(self) -> int:
@@ -79,6 +87,20 @@ class GPTConfig:
   def check(self) -> None:
     """Raises ValueError with the reason when this config cannot be built (`validate`)."""
     validate(self)
+
+  def skip_pairs(self) -> tuple[tuple[int, int], ...]:
+    """(source, destination) layers of the U-net skips: the output of layer j of the
+    first half goes into layer L-1-j. None with one layer, where nothing is read."""
+    half = self.n_layers // 2
+    if not half or not self.unet_skips:
+      return ()
+    return tuple((j, self.n_layers - 1 - j) for j in range(half))
+
+  def growing_windows(self) -> bool:
+    """Whether some short window grows during training (a short window exists and the
+    warmup is on); with every layer full, `window_warmup` is never read."""
+    short = [w for w in self.layer_windows() if w < self.seq_len]
+    return bool(short) and self.window_warmup > 0
 
   def value_embed_layers(self) -> tuple[int, ...]:
     """Layers with value embeddings: every other layer, counted back from the last."""
@@ -107,6 +129,10 @@ def validate(cfg: GPTConfig) -> None:
       (cfg.logit_softcap >= 0, f'logit_softcap={cfg.logit_softcap} must be >= 0'),
       (cfg.mlp_ratio > 0, f'mlp_ratio={cfg.mlp_ratio} must be > 0'),
       (cfg.attention in ATTENTIONS, f'attention={cfg.attention!r} not in {ATTENTIONS}'),
+      (0.0 <= cfg.window_warmup <= 1.0, f'window_warmup={cfg.window_warmup} must be in [0, 1]'),
+      (cfg.bigram_buckets == 0 or cfg.bigram_buckets >= 2,
+       f'bigram_buckets={cfg.bigram_buckets} must be 0 (off) or at least 2'),
+      (cfg.mtp_weight >= 0, f'mtp_weight={cfg.mtp_weight} must be >= 0'),
       (cfg.attention != 'cudnn' or cfg.compute_dtype in CUDNN_DTYPES,
        f'attention=cudnn needs a compute_dtype in {CUDNN_DTYPES}, got {cfg.compute_dtype!r}'),
   ]
@@ -126,126 +152,8 @@ def resolve_attention(cfg: GPTConfig, backend: str | None = None) -> GPTConfig:
   return dataclasses.replace(cfg, attention=kind)
 
 
-def _normal(std: float):
-  return nnx.initializers.normal(stddev=std)
-
-
-class Norm(nnx.Module):
-  """RMSNorm without parameters, RMSNorm with a scale, or LayerNorm."""
-
-  def __init__(self, kind: str, dim: int):
-    self.kind = kind
-    self.scale = nnx.Param(jnp.ones((dim,))) if kind != 'rms' else None
-    self.bias = nnx.Param(jnp.zeros((dim,))) if kind == 'layernorm' else None
-
-  def __call__(self, x):
-    x32 = x.astype(jnp.float32)
-    if self.kind == 'layernorm':
-      x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
-    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + 1e-6)
-    lead = (1,) * (y.ndim - 1)  # explicit broadcasting (rank promotion stays strict)
-    if self.scale is not None:
-      y = y * self.scale[...].reshape(lead + (-1,))
-    if self.bias is not None:
-      y = y + self.bias[...].reshape(lead + (-1,))
-    return y.astype(x.dtype)
-
-
-def rms_normalize(x):
-  x32 = x.astype(jnp.float32)
-  return (x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), -1, keepdims=True) + 1e-6)).astype(x.dtype)
-
-
-class Linear(nnx.Module):
-  """y = x @ W with W of shape (fan_in, fan_out); no bias (as in the reference recipes)."""
-
-  def __init__(self, fan_in: int, fan_out: int, std: float, dtype, rngs: nnx.Rngs):
-    init = nnx.initializers.zeros if std == 0 else _normal(std)
-    self.kernel = nnx.Param(init(rngs.params(), (fan_in, fan_out), jnp.float32))
-    self.dtype = dtype
-
-  def __call__(self, x):
-    # As a 2-D (rows, fan_in) matmul: with a 3-D x XLA's CPU backend lays the weight
-    # gradient's operand out transposed and fuses that transpose into the producer's
-    # backward (GELU's), which made the step ~20% slower.
-    x_NxI = x.reshape(-1, x.shape[-1]).astype(self.dtype)
-    y_NxO = jnp.dot(x_NxI, self.kernel[...].astype(self.dtype))
-    return y_NxO.reshape(*x.shape[:-1], y_NxO.shape[-1])
-
-
-class Attention(nnx.Module):
-
-  def __init__(self, cfg: GPTConfig, window: int, value_embed: bool, rngs: nnx.Rngs):
-    dtype = jnp.dtype(cfg.compute_dtype)
-    d, e = cfg.d_model, cfg.head_dim
-    std = d ** -0.5
-    self.cfg, self.window = cfg, window
-    self.q = Linear(d, cfg.n_heads * e, std, dtype, rngs)
-    self.k = Linear(d, cfg.n_kv_heads * e, std, dtype, rngs)
-    self.v = Linear(d, cfg.n_kv_heads * e, std, dtype, rngs)
-    self.o = Linear(cfg.n_heads * e, d, 0.0 if cfg.zero_init_proj else (cfg.n_heads * e) ** -0.5,
-                    dtype, rngs)
-    # Gate of the value embedding: one scalar per kv head, 2*sigmoid(0) = 1 at init.
-    self.ve_gate = Linear(d, cfg.n_kv_heads, 0.0, dtype, rngs) if value_embed else None
-
-  def __call__(self, x_BxTxD, ve_BxTxKE=None, rope=None):
-    """`rope`: the (cos, sin) tables of the sequence, (T, E) each, or None (learned
-    positions)."""
-    cfg = self.cfg
-    b, t, _ = x_BxTxD.shape
-    h, k, e = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-    q_BxTxHxE = self.q(x_BxTxD).reshape(b, t, h, e)
-    k_BxTxKxE = self.k(x_BxTxD).reshape(b, t, k, e)
-    v_BxTxKxE = self.v(x_BxTxD).reshape(b, t, k, e)
-    if self.ve_gate is not None:
-      gate_BxTxK = 2.0 * jax.nn.sigmoid(self.ve_gate(x_BxTxD))
-      v_BxTxKxE = v_BxTxKxE + gate_BxTxK[..., None] * ve_BxTxKE.reshape(b, t, k, e)
-    if cfg.qk_norm:
-      q_BxTxHxE, k_BxTxKxE = rms_normalize(q_BxTxHxE), rms_normalize(k_BxTxKxE)
-    kind = attention_kind(cfg.attention, cfg.compute_dtype, e)
-    if kind == 'explicit':
-      out_BxTxHxE = explicit_attention(q_BxTxHxE, k_BxTxKxE, v_BxTxKxE, self.window, rope)
-    else:
-      out_BxTxHxE = library_attention(q_BxTxHxE, k_BxTxKxE, v_BxTxKxE, self.window, rope, kind)
-    return self.o(out_BxTxHxE.reshape(b, t, h * e))
-
-
-class MLP(nnx.Module):
-
-  def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
-    dtype = jnp.dtype(cfg.compute_dtype)
-    d, f = cfg.d_model, cfg.mlp_hidden
-    self.activation = cfg.activation
-    self.up = Linear(d, f, d ** -0.5, dtype, rngs)
-    self.gate = Linear(d, f, d ** -0.5, dtype, rngs) if cfg.activation == 'swiglu' else None
-    self.down = Linear(f, d, 0.0 if cfg.zero_init_proj else f ** -0.5, dtype, rngs)
-
-  def __call__(self, x_BxTxD):
-    h_BxTxF = self.up(x_BxTxD)
-    if self.activation == 'relu2':
-      h_BxTxF = jnp.square(jax.nn.relu(h_BxTxF))
-    elif self.activation == 'gelu':
-      h_BxTxF = jax.nn.gelu(h_BxTxF)
-    else:
-      h_BxTxF = jax.nn.silu(self.gate(x_BxTxD)) * h_BxTxF
-    return self.down(h_BxTxF)
-
-
-class Block(nnx.Module):
-
-  def __init__(self, cfg: GPTConfig, window: int, value_embed: bool, rngs: nnx.Rngs):
-    self.attn_norm = Norm(cfg.norm, cfg.d_model)
-    self.attn = Attention(cfg, window, value_embed, rngs)
-    self.mlp_norm = Norm(cfg.norm, cfg.d_model)
-    self.mlp = MLP(cfg, rngs)
-
-  def __call__(self, x_BxTxD, ve_BxTxKE=None, rope=None):
-    x_BxTxD = x_BxTxD + self.attn(self.attn_norm(x_BxTxD), ve_BxTxKE, rope)
-    return x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD))
-
-
 class GPT(nnx.Module):
-  """tokens (B, T) int -> logits (B, T, V) float32."""
+  """tokens (B, T) int -> logits (B, T, V) float32; `train_loss` is its training objective."""
 
   def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
     cfg.check()
@@ -253,13 +161,16 @@ class GPT(nnx.Module):
     d, v = cfg.d_model, cfg.vocab_size
     # The embedding is normalised before use, so its scale only matters when tied.
     embed_std = d ** -0.5 if cfg.tie_embeddings else 1.0
-    self.embed = nnx.Param(_normal(embed_std)(rngs.params(), (v, d), jnp.float32))
-    self.pos_embed = (nnx.Param(_normal(0.02)(rngs.params(), (cfg.seq_len, d), jnp.float32))
+    self.embed = nnx.Param(normal(embed_std)(rngs.params(), (v, d), jnp.float32))
+    self.pos_embed = (nnx.Param(normal(0.02)(rngs.params(), (cfg.seq_len, d), jnp.float32))
                       if cfg.position == 'learned' else None)
+    # Zero at init, so the model starts as the one without it (modded-nanogpt record 62).
+    self.bigram = (nnx.Param(jnp.zeros((cfg.bigram_buckets, d))) if cfg.bigram_buckets
+                   else None)
     ve_layers = cfg.value_embed_layers()
     kv_width = cfg.n_kv_heads * cfg.head_dim
     self.value_embed = nnx.Dict({
-        str(i): nnx.Param(_normal(1.0)(rngs.params(), (v, kv_width), jnp.float32))
+        str(i): nnx.Param(normal(1.0)(rngs.params(), (v, kv_width), jnp.float32))
         for i in ve_layers})
     self.blocks = nnx.List([Block(cfg, w, i in ve_layers, rngs)
                             for i, w in enumerate(cfg.layer_windows())])
@@ -269,32 +180,87 @@ class GPT(nnx.Module):
       self.lambda_0 = nnx.Param(jnp.full((cfg.n_layers,), 0.1))
     else:
       self.lambda_res = self.lambda_0 = None
+    skips = cfg.skip_pairs()
+    self.skip_weights = nnx.Param(jnp.ones((len(skips),))) if skips else None
     self.final_norm = Norm(cfg.norm, d)
     self.lm_head = (None if cfg.tie_embeddings else
-                    nnx.Param(_normal(d ** -0.5)(rngs.params(), (d, v), jnp.float32)))
+                    nnx.Param(normal(d ** -0.5)(rngs.params(), (d, v), jnp.float32)))
+    self.mtp_head = (nnx.Param(normal(d ** -0.5)(rngs.params(), (d, v), jnp.float32))
+                     if cfg.mtp_weight > 0 else None)
 
-  def __call__(self, tokens_BxT):
+  def __call__(self, tokens_BxT, progress=None):
+    """Logits of the next byte. `progress` (training seconds / budget, traced): where
+    short windows grow during training; None: the trained model (every window full size)."""
+    return self._logits(self.hidden(tokens_BxT, progress), self._main_head())
+
+  def train_loss(self, batch_BxT1, progress=None):
+    """(the loss to minimise, the next-byte cross-entropy): mean nats over a batch of
+    T+1 bytes. The first adds `mtp_weight` x the cross-entropy of predicting byte t+2
+    from position t (an auxiliary head); the second is what a trial reports."""
+    inputs, targets = batch_BxT1[:, :-1].astype(jnp.int32), batch_BxT1[:, 1:]
+    x_BxTxD = self.hidden(inputs, progress)
+    next_nats = jnp.mean(_cross_entropy(self._logits(x_BxTxD, self._main_head()), targets))
+    if self.mtp_head is None:
+      return next_nats, next_nats
+    ahead_BxTxV = self._logits(x_BxTxD[:, :-1], self.mtp_head[...])
+    ahead_nats = jnp.mean(_cross_entropy(ahead_BxTxV, batch_BxT1[:, 2:]))
+    return next_nats + self.cfg.mtp_weight * ahead_nats, next_nats
+
+  def hidden(self, tokens_BxT, progress=None):
+    """The final normalised residual stream (B, T, D)."""
     cfg = self.cfg
     dtype = jnp.dtype(cfg.compute_dtype)
     t = tokens_BxT.shape[1]
     x_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0)
     if self.pos_embed is not None:
       x_BxTxD = x_BxTxD + self.pos_embed[...][:t][None]
+    if self.bigram is not None:
+      x_BxTxD = x_BxTxD + jnp.take(self.bigram[...], bigram_hash(tokens_BxT, cfg.bigram_buckets),
+                                   axis=0)
     x_BxTxD = rms_normalize(x_BxTxD).astype(dtype)
     x0_BxTxD = x_BxTxD
     # One pair of RoPE tables for every layer (one constant each in the program).
     rope = (None if cfg.position != 'rope' else
             tuple(jnp.asarray(a) for a in rope_tables(t, cfg.head_dim, cfg.rope_base)))
+    windows = self._windows(progress)
+    skip_from = {dst: (k, src) for k, (src, dst) in enumerate(cfg.skip_pairs())}
+    sources = {src for src, _ in cfg.skip_pairs()}
+    outputs = {}
     for i, block in enumerate(self.blocks):
       if self.lambda_res is not None:
         x_BxTxD = (self.lambda_res[...][i] * x_BxTxD
                    + self.lambda_0[...][i] * x0_BxTxD).astype(dtype)
+      if i in skip_from:
+        k, src = skip_from[i]
+        x_BxTxD = (x_BxTxD + self.skip_weights[...][k] * outputs[src]).astype(dtype)
       ve = None
       if str(i) in self.value_embed:
         ve = jnp.take(self.value_embed[str(i)][...], tokens_BxT, axis=0).astype(dtype)
-      x_BxTxD = block(x_BxTxD, ve, rope)
-    x_BxTxD = self.final_norm(x_BxTxD)
-    head_DxV = self.embed[...].T if self.lm_head is None else self.lm_head[...]
+      x_BxTxD = block(x_BxTxD, ve, rope, windows[i])
+      if i in sources:
+        outputs[i] = x_BxTxD
+    return self.final_norm(x_BxTxD)
+
+  def _windows(self, progress) -> list:
+    """Per layer: a traced window (a short one growing from 1/8 of its size to all of it
+    over the first `window_warmup` of training), or None (the layer's own)."""
+    cfg = self.cfg
+    windows = [None] * cfg.n_layers
+    if progress is None or not cfg.growing_windows():
+      return windows
+    grown = jnp.minimum(1.0, jnp.asarray(progress, jnp.float32) / cfg.window_warmup)
+    for i, w in enumerate(cfg.layer_windows()):
+      if w < cfg.seq_len:
+        smallest = max(1, w // 8)
+        windows[i] = jnp.floor(smallest + (w - smallest) * grown).astype(jnp.int32)
+    return windows
+
+  def _main_head(self):
+    return self.embed[...].T if self.lm_head is None else self.lm_head[...]
+
+  def _logits(self, x_BxTxD, head_DxV):
+    cfg = self.cfg
+    dtype = jnp.dtype(cfg.compute_dtype)
     logits_BxTxV = jnp.dot(x_BxTxD.astype(dtype), head_DxV.astype(dtype),
                            preferred_element_type=jnp.float32)
     if cfg.logit_softcap > 0:
@@ -302,14 +268,30 @@ class GPT(nnx.Module):
     return logits_BxTxV
 
 
+def _cross_entropy(logits_BxTxV, targets_BxT):
+  """Per-token cross-entropy in nats (float32)."""
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits_BxTxV.astype(jnp.float32), targets_BxT.astype(jnp.int32))
+
+
+def bigram_hash(tokens_BxT, buckets: int):
+  """Row of the bigram embedding at each position: a hash of (previous, current) byte
+  into buckets - 1 rows; the first position (no previous byte) takes the last row."""
+  tokens = tokens_BxT.astype(jnp.int32)
+  mixed = jnp.bitwise_xor(36313 * tokens[:, 1:], 27191 * tokens[:, :-1]) % (buckets - 1)
+  first = jnp.full((tokens.shape[0], 1), buckets - 1, jnp.int32)
+  return jnp.concatenate([first, mixed], axis=1)
+
+
 def param_group(path: tuple) -> str:
   """Optimizer group of the parameter at `path` (keys from `nnx.State.flat_state()`):
   'embed' (token, position and value embeddings), 'head' (lm head), 'matrix' (hidden
-  2-D weights, Muon's domain) or 'scalar' (norm scales, biases, gates' mixing scalars)."""
+  2-D weights, Muon's domain) or 'scalar' (norm scales, biases, gates' mixing scalars).
+  The bigram table is an embedding; the multi-token head is a head."""
   names = [str(getattr(p, 'key', p)) for p in path]
-  if names[0] in ('embed', 'pos_embed', 'value_embed'):
+  if names[0] in ('embed', 'pos_embed', 'value_embed', 'bigram'):
     return 'embed'
-  if names[0] == 'lm_head':
+  if names[0] in ('lm_head', 'mtp_head'):
     return 'head'
   if names[-1] == 'kernel' and 've_gate' not in names:
     return 'matrix'
@@ -328,6 +310,8 @@ def count_params(cfg: GPTConfig) -> int:
   n += len(cfg.value_embed_layers()) * (v * k * e + d * k)  # table and gate
   n += 2 * cfg.n_layers if cfg.residual_mix else 0
   n += 0 if cfg.tie_embeddings else d * v
+  n += len(cfg.skip_pairs()) + cfg.bigram_buckets * d
+  n += d * v if cfg.mtp_weight > 0 else 0
   return n
 
 
@@ -339,6 +323,7 @@ def flops_per_token(cfg: GPTConfig) -> float:
   per_layer = d * h * e + 2 * d * k * e + h * e * d
   per_layer += (3 if cfg.activation == 'swiglu' else 2) * d * cfg.mlp_hidden
   matmul_params = cfg.n_layers * per_layer + d * cfg.vocab_size
+  matmul_params += d * cfg.vocab_size if cfg.mtp_weight > 0 else 0   # the byte-after-next head
   attn = 0.0
   for w in cfg.layer_windows():
     # Mean number of keys a query sees under a causal window w over seq_len positions.

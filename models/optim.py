@@ -3,7 +3,11 @@
 Two recipes: AdamW on every parameter, or Muon (`optax.contrib.muon`) on the hidden
 2-D matrices with AdamW on embeddings, lm head and scalars (the split of
 modded-nanogpt and karpathy/autoresearch). Each parameter group has its own learning
-rate. Gradients are clipped by global norm first.
+rate. Gradients are clipped by global norm first. Two refinements of the hidden
+matrices' update from the modded-nanogpt speedrun (github.com/KellerJordan/modded-nanogpt):
+cautious weight decay, which decays a weight only where the update and the weight agree
+in sign (records 43 and 50), and NorMuon, Muon's orthogonalised update normalised per
+neuron by a running second moment (record 41; arXiv 2510.05491).
 
 The schedule runs on *progress* = training seconds / budget, not on steps, because a
 trial's number of steps is unknown in advance: the transformation is built with the
@@ -15,6 +19,7 @@ schedule as in optax.adamw).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +47,10 @@ class OptimConfig:
   warmup_frac: float = 0.0      # fraction of the budget with linear warmup from 0
   warmdown_frac: float = 0.3    # final fraction of the budget with linear decay
   final_lr_frac: float = 0.0    # LR at the end of the warmdown, as a fraction of peak
+  cautious_wd: bool = False     # decay hidden matrices only where update and weight agree in sign
+  normuon: bool = False         # Muon's update normalised per neuron (optimizer='muon')
 
+NORMUON_BETA2 = 0.95            # decay of NorMuon's per-neuron second moment
 
 def lr_multiplier(progress, cfg: OptimConfig):
   """Peak-LR multiplier at `progress` in [0, 1] (clipped): linear warmup, constant,
@@ -76,10 +84,26 @@ def build(cfg: OptimConfig, params) -> optax.GradientTransformation:
     raise ValueError(f'optimizer={cfg.optimizer!r} not in (adamw, muon)')
 
   def matrix():
+    # A refinement is read only where it changes something: cautious decay with some
+    # decay, NorMuon with Muon. Without either, the library's own transformations.
+    cautious = cfg.weight_decay > 0 and cfg.cautious_wd
+    normuon = cfg.optimizer == 'muon' and cfg.normuon
     if cfg.optimizer == 'adamw':
-      return _adamw(cfg.matrix_lr, cfg, cfg.weight_decay)
-    return optax.contrib.muon(cfg.muon_lr, beta=cfg.muon_momentum,
-                              weight_decay=cfg.weight_decay, nesterov=True)
+      if not cautious:
+        return _adamw(cfg.matrix_lr, cfg, cfg.weight_decay)
+      return optax.chain(optax.scale_by_adam(b1=cfg.beta1, b2=cfg.beta2, eps=1e-8),
+                         cautious_decayed_weights(cfg.weight_decay),
+                         optax.scale_by_learning_rate(cfg.matrix_lr))
+    if not (cautious or normuon):
+      return optax.contrib.muon(cfg.muon_lr, beta=cfg.muon_momentum,
+                                weight_decay=cfg.weight_decay, nesterov=True)
+    decay = (cautious_decayed_weights(cfg.weight_decay) if cautious
+             else optax.add_decayed_weights(cfg.weight_decay))
+    return optax.chain(optax.contrib.scale_by_muon(beta=cfg.muon_momentum, nesterov=True,
+                                                   weight_dimension_numbers=_matrix_dims),
+                       scale_by_width(),
+                       *([scale_by_neuron_rms(NORMUON_BETA2)] if normuon else []),
+                       decay, optax.scale_by_learning_rate(cfg.muon_lr))
   labels = param_labels(params)
   present = set(jax.tree_util.tree_leaves(labels))
   # Only the groups that hold parameters: an empty group's settings train nothing.
@@ -94,3 +118,61 @@ def build(cfg: OptimConfig, params) -> optax.GradientTransformation:
 def scale_updates(updates, multiplier):
   """Applies the schedule: every update times `multiplier` (a traced scalar)."""
   return jax.tree_util.tree_map(lambda u: (u * multiplier).astype(u.dtype), updates)
+
+
+def _matrix_dims(updates):
+  """Muon's dimension numbers of every (fan_in, fan_out) matrix: reduce over fan_in."""
+  return jax.tree_util.tree_map(lambda _: optax.contrib.MuonDimensionNumbers(), updates)
+
+
+def scale_by_width() -> optax.GradientTransformation:
+  """Muon's width scaling of a (fan_in, fan_out) update, sqrt(max(1, fan_out / fan_in)),
+  as `optax.contrib.muon` applies it after orthogonalising."""
+  def update(updates, state, params=None):
+    del params
+    return jax.tree_util.tree_map(
+        lambda u: jnp.sqrt(jnp.maximum(1, u.shape[1] / u.shape[0])) * u, updates), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def cautious_decayed_weights(weight_decay: float) -> optax.GradientTransformation:
+  """Decoupled weight decay, only where the update (before the learning rate's minus)
+  and the weight agree in sign: where the step already moves the weight towards zero."""
+  def update(updates, state, params):
+    decayed = jax.tree_util.tree_map(
+        lambda u, p: u + weight_decay * p * (u * p > 0).astype(u.dtype), updates, params)
+    return decayed, state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+class NeuronRmsState(NamedTuple):
+  second_moment: Any   # per matrix: a running mean square of the update per neuron
+
+
+def _neuron_axis(shape) -> int:
+  """The axis NorMuon averages over: the smaller side's (fan_in, fan_out) matrix keeps
+  one statistic per unit of its larger side, as the speedrun's per-neuron statistic."""
+  return 0 if shape[1] >= shape[0] else 1
+
+
+def scale_by_neuron_rms(beta2: float, eps: float = 1e-10) -> optax.GradientTransformation:
+  """NorMuon's normalisation of an orthogonalised update U (a 2-D matrix): a running
+  mean square v of U per neuron, U / sqrt(v), rescaled to U's own Frobenius norm."""
+  def init(params):
+    return NeuronRmsState(jax.tree_util.tree_map(
+        lambda p: jnp.zeros_like(jnp.mean(p, axis=_neuron_axis(p.shape), keepdims=True)),
+        params))
+
+  def update(updates, state, params=None):
+    del params
+    moments = jax.tree_util.tree_map(
+        lambda u, v: beta2 * v + (1 - beta2) * jnp.mean(
+            jnp.square(u), axis=_neuron_axis(u.shape), keepdims=True),
+        updates, state.second_moment)
+
+    def normalise(u, v):
+      scaled = u * jax.lax.rsqrt(jnp.maximum(v, eps))
+      norm, scaled_norm = jnp.sqrt(jnp.sum(jnp.square(u))), jnp.sqrt(jnp.sum(jnp.square(scaled)))
+      return scaled * (norm / jnp.maximum(scaled_norm, eps))
+    return jax.tree_util.tree_map(normalise, updates, moments), NeuronRmsState(moments)
+  return optax.GradientTransformation(init, update)

@@ -63,12 +63,13 @@ def build_reads(model_cfg: gpt.GPTConfig, optim_cfg: optim.OptimConfig,
   model_rec = _Recorder(model_cfg, 'model', log)
   optim_rec = _Recorder(optim_cfg, 'optim', log)
   graphdef, params = nnx.split(nnx.eval_shape(lambda: gpt.GPT(model_rec, nnx.Rngs(0))))
-  tokens = jax.ShapeDtypeStruct(batch_shape, jnp.int32)
+  batch = jax.ShapeDtypeStruct((batch_shape[0], batch_shape[1] + 1), jnp.uint8)
+  progress = jax.ShapeDtypeStruct((), jnp.float32)
 
-  def loss(p, t):
-    return jnp.mean(nnx.merge(graphdef, p)(t))
+  def loss(p, b, progress):
+    return nnx.merge(graphdef, p).train_loss(b, progress)[0]
 
-  grads = jax.eval_shape(jax.grad(loss), params, tokens)
+  grads = jax.eval_shape(jax.grad(loss), params, batch, progress)
   tx = optim.build(optim_rec, params)
   state = jax.eval_shape(tx.init, params)
   jax.eval_shape(tx.update, grads, state, params)

@@ -29,6 +29,10 @@ class Gene:
   name: str
   values: tuple           # ordered: neighbouring values are neighbouring recipes
   part: str               # 'model', 'optim' or 'train'
+  # A gene added after genotypes were first recorded: the value it takes where a genotype
+  # (an old ledger row, a best_genotype.json) lacks it, which builds what was built before
+  # the gene existed. None: every genotype names the gene.
+  default: Any = None
 
 
 _LR = (1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 6e-3, 1e-2, 2e-2, 3e-2, 6e-2, 1e-1)
@@ -70,6 +74,14 @@ GENES: tuple[Gene, ...] = (
     # Batch.
     Gene('batch_size', (4, 8, 16, 32, 64, 128, 256, 512), 'train'),
     Gene('seq_len', (32, 64, 128, 256, 512, 1024, 2048), 'train'),
+    # Later records of the modded-nanogpt speedrun (models/gpt.py, models/optim.py); last,
+    # so the genes before them keep their indices in recorded edits.
+    Gene('unet_skips', (False, True), 'model', default=False),
+    Gene('window_warmup', (0.0, 0.25, 0.5, 1.0), 'model', default=0.0),
+    Gene('bigram_buckets', (0, 1024, 4096, 16384), 'model', default=0),
+    Gene('mtp_weight', (0.0, 0.1, 0.3, 0.5), 'model', default=0.0),
+    Gene('cautious_wd', (False, True), 'optim', default=False),
+    Gene('normuon', (False, True), 'optim', default=False),
 )
 GENE_BY_NAME: dict[str, Gene] = {g.name: g for g in GENES}
 N_GENES = len(GENES)
@@ -104,10 +116,21 @@ def _canonical(gene: Gene, value):
   raise InvalidGenotype(f'{gene.name}={value!r} is not one of {list(gene.values)}')
 
 
+LATER_DEFAULTS = {g.name: g.default for g in GENES if g.default is not None}
+
+
+def complete(genotype: Genotype) -> dict[str, Any]:
+  """`genotype` with the genes added later that it lacks at their defaults (a genotype
+  of an old ledger or checkpoint), without canonicalising it (`make` does that)."""
+  return {**LATER_DEFAULTS, **genotype}
+
+
 def make(values: Mapping[str, Any]) -> dict[str, Any]:
-  """A genotype from a mapping of every gene to a value of its set (canonicalised).
-  Raises InvalidGenotype on a missing, unknown or out-of-set gene."""
+  """A genotype from a mapping of every gene to a value of its set (canonicalised); a
+  gene added later (`Gene.default`) that the mapping lacks takes its default. Raises
+  InvalidGenotype on a missing, unknown or out-of-set gene."""
   unknown = sorted(set(values) - set(GENE_BY_NAME))
+  values = complete(values)
   missing = [g.name for g in GENES if g.name not in values]
   if unknown:
     raise InvalidGenotype(f'unknown genes {unknown}; known: {list(GENE_BY_NAME)}')
@@ -138,8 +161,12 @@ def to_json(genotype: Genotype) -> str:
 
 
 def genotype_id(genotype: Genotype) -> str:
-  """A stable 12-hex-digit id: sha256 of the canonical JSON."""
-  return hashlib.sha256(to_json(make(genotype)).encode()).hexdigest()[:12]
+  """A stable 12-hex-digit id: sha256 of the canonical JSON, without the genes added
+  later that are at their default (so a genotype keeps the id it had before them)."""
+  genotype = make(genotype)
+  named = {g.name: genotype[g.name] for g in GENES
+           if g.default is None or genotype[g.name] != g.default}
+  return hashlib.sha256(json.dumps(named, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _fmt(value) -> str:
@@ -150,6 +177,7 @@ def _fmt(value) -> str:
 
 def describe_diff(genotype: Genotype, reference: Genotype) -> str:
   """One line naming the genes that differ, e.g. 'n_kv_heads 4->1, rope_base 1e+04->2e+05'."""
+  genotype, reference = complete(genotype), complete(reference)
   changes = [f'{g.name} {_fmt(reference[g.name])}->{_fmt(genotype[g.name])}'
              for g in GENES if genotype[g.name] != reference[g.name]]
   return ', '.join(changes) if changes else 'baseline'
@@ -209,7 +237,7 @@ def is_valid(genotype: Genotype, max_params: int = 0,
 
 
 def value_index(genotype: Genotype, name: str) -> int:
-  return GENE_BY_NAME[name].values.index(genotype[name])
+  return GENE_BY_NAME[name].values.index(complete(genotype)[name])
 
 
 def apply_edit(genotype: Genotype, gene_index: int, value_index_: int) -> dict[str, Any]:
@@ -217,7 +245,7 @@ def apply_edit(genotype: Genotype, gene_index: int, value_index_: int) -> dict[s
   gene = GENES[gene_index]
   if not 0 <= value_index_ < len(gene.values):
     raise InvalidGenotype(f'{gene.name} has no value #{value_index_}')
-  return dict(genotype, **{gene.name: gene.values[value_index_]})
+  return dict(complete(genotype), **{gene.name: gene.values[value_index_]})
 
 
 def describe_edit(genotype: Genotype, gene_index: int, value_index_: int) -> str:
@@ -240,6 +268,7 @@ def _reads(genotype_json: str) -> Optional[builds.Reads]:
 def trains_alike(genotype: Genotype, other: Genotype) -> bool:
   """Whether the two genotypes build the same model, optimizer, schedule and batch
   (`builds.py`: what building `genotype` reads, `other` answers alike)."""
+  genotype, other = complete(genotype), complete(other)
   reads = _reads(to_json(genotype))
   if reads is None or genotype['batch_size'] != other['batch_size']:
     return False   # what does not build is not alike anything
@@ -251,7 +280,7 @@ def edit_mask(genotype: Genotype, max_params: int = 0, max_step_flops: float = 0
   valid genotype that trains differently (edits that build the same training as the
   genotype, e.g. of a gene nothing reads, are False, as are the padding slots past a
   gene's value set). Memoised (a search asks for the same best's mask many times)."""
-  return _edit_mask(to_json(genotype), max_params, max_step_flops).copy()
+  return _edit_mask(to_json(complete(genotype)), max_params, max_step_flops).copy()
 
 
 @functools.lru_cache(maxsize=16384)
@@ -271,6 +300,7 @@ def _edit_mask(genotype_json: str, max_params: int, max_step_flops: float) -> np
 def encode(genotype: Genotype) -> np.ndarray:
   """float32 (GENOME_DIM,): per gene a one-hot of its value and its ordinal position
   in [0, 1] (neighbouring values are neighbouring recipes)."""
+  genotype = complete(genotype)
   parts = []
   for gene in GENES:
     j = gene.values.index(genotype[gene.name])

@@ -61,7 +61,7 @@ from autoresearch.trial.clocks import make_clock
 from autoresearch.trial.config import ConfigError, TrialConfig
 from autoresearch.trial.results import (Built, LossReading, Scores, Trained, TrialResult, Watcher,
                                         check_loss)
-from autoresearch.trial.scoring import cross_entropy_nats, evaluate
+from autoresearch.trial.scoring import evaluate
 from autoresearch.trial.step_plan import StepPlan
 from models import gpt, optim
 
@@ -140,9 +140,9 @@ class Placement:
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 
-def _loss_fn(graphdef, params, batch_BxT1):
-  logits = nnx.merge(graphdef, params)(batch_BxT1[:, :-1].astype(jnp.int32))
-  return jnp.mean(cross_entropy_nats(logits, batch_BxT1[:, 1:]))
+def _loss_fn(graphdef, params, batch_BxT1, progress):
+  """(the loss minimised, the next-byte cross-entropy reported): `GPT.train_loss`."""
+  return nnx.merge(graphdef, params).train_loss(batch_BxT1, progress)
 
 
 def make_train_step(graphdef, tx, optim_cfg: optim.OptimConfig, micro_batches: int,
@@ -151,17 +151,18 @@ def make_train_step(graphdef, tx, optim_cfg: optim.OptimConfig, micro_batches: i
   With micro_batches > 1 the gradient is accumulated over equal slices of the batch
   (rows i, i + m, i + 2m, ... form slice i, so a batch split over devices splits each
   slice alike). `shardings`: (params, opt_state, batch) shardings, or None."""
-  grad_fn = jax.value_and_grad(lambda p, b: _loss_fn(graphdef, p, b))
+  grad_fn = jax.value_and_grad(lambda p, b, progress: _loss_fn(graphdef, p, b, progress),
+                               has_aux=True)
 
   def step(params, opt_state, batch, progress):
     if micro_batches == 1:
-      loss, grads = grad_fn(params, batch)
+      (_, loss), grads = grad_fn(params, batch, progress)
     else:
       slices = batch.reshape(-1, micro_batches, batch.shape[-1]).swapaxes(0, 1)
 
       def accumulate(carry, micro):
         loss_sum, grad_sum = carry
-        loss, grads = grad_fn(params, micro)
+        (_, loss), grads = grad_fn(params, micro, progress)
         return (loss_sum + loss, jax.tree_util.tree_map(jnp.add, grad_sum, grads)), None
 
       zeros = jax.tree_util.tree_map(jnp.zeros_like, params)

@@ -116,7 +116,8 @@ def test_untrained_model_scores_near_uniform(corpus, tiny_setup):
 def test_nan_loss_is_a_crash_not_an_exception(corpus, tiny_setup, monkeypatch):
   genotype, cfg = tiny_setup
   real_loss = runner._loss_fn
-  monkeypatch.setattr(runner, '_loss_fn', lambda g, p, b: real_loss(g, p, b) * jnp.nan)
+  monkeypatch.setattr(runner, '_loss_fn', lambda g, p, b, progress: tuple(
+      x * jnp.nan for x in real_loss(g, p, b, progress)))
   result = runner.run(genotype, corpus, cfg)
   assert result.status == 'crash' and 'nan' in result.reason and result.val_bpb is None
   assert result.steps <= 2  # stopped at once, not after the budget
