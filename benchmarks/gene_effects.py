@@ -42,13 +42,17 @@ from autoresearch.trial import runner  # noqa: E402
 from autoresearch.trial.config import TrialConfig  # noqa: E402
 
 
-config_flags.DEFINE_config_file('config', 'configs/default.py', 'Configuration file.')
-flags.DEFINE_integer('seeds', 3, 'Paired seeds per gene (trial seeds 0..seeds-1).')
-flags.DEFINE_integer('lane', 0, 'This process trains the pairs i with i % lanes == lane.')
-flags.DEFINE_integer('lanes', 1, 'Processes sharing the work (one per core).')
-flags.DEFINE_string('out', 'benchmarks/results/gene_effects/trials.jsonl', 'JSONL of trials.')
-flags.DEFINE_bool('report', False, 'Only print the table of what --out holds.')
 FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """The command line (defined when run as a script: importing the module loads no config)."""
+  config_flags.DEFINE_config_file('config', 'configs/default.py', 'Configuration file.')
+  flags.DEFINE_integer('seeds', 3, 'Paired seeds per gene (trial seeds 0..seeds-1).')
+  flags.DEFINE_integer('lane', 0, 'This process trains the pairs i with i % lanes == lane.')
+  flags.DEFINE_integer('lanes', 1, 'Processes sharing the work (one per core).')
+  flags.DEFINE_string('out', 'benchmarks/results/gene_effects/trials.jsonl', 'JSONL of trials.')
+  flags.DEFINE_bool('report', False, 'Only print the table of what --out holds.')
 
 # gene: (the context it is measured in, the gene's value when on).
 GENES = {
@@ -148,4 +152,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)
