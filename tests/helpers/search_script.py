@@ -1,7 +1,7 @@
 """main.py's search, with crash-test hooks: kill -9, or fill the disk, at a named point
 of the search (tests/helpers/faults.py).
 
-  python tests/search_script.py --config=configs/tiny.py --workdir=W [--config.x=...] \
+  python tests/helpers/search_script.py --config=configs/tiny.py --workdir=W [--config.x=...] \
       [--kill_at=POINT:N] [--disk_full_at=POINT:N]
 """
 

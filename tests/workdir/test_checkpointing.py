@@ -153,7 +153,7 @@ def _command(workdir, max_trials, kill_at=''):
 @pytest.mark.slow
 def test_kill_9_at_many_moments_loses_and_duplicates_nothing(tmp_path):
   workdir = str(tmp_path / 'w')
-  # point:N = the N-th time the process reaches that point (see tests/faults.py).
+  # point:N = the N-th time the process reaches that point (see tests/helpers/faults.py).
   kills = ['mid-compile:1', 'train:2', 'mid-eval:2', 'mid-checkpoint:2', 'after-checkpoint:3',
            'mid-compile:3', 'mid-checkpoint:1']
   # Every trial trains to its budget (no early stops), so each point comes once per trial
