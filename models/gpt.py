@@ -223,8 +223,9 @@ class GPT(nnx.Module):
     rope = (None if cfg.position != 'rope' else
             tuple(jnp.asarray(a) for a in rope_tables(t, cfg.head_dim, cfg.rope_base)))
     windows = self._windows(progress)
-    skip_from = {dst: (k, src) for k, (src, dst) in enumerate(cfg.skip_pairs())}
-    sources = {src for src, _ in cfg.skip_pairs()}
+    pairs = cfg.skip_pairs()
+    skip_from = {dst: (k, src) for k, (src, dst) in enumerate(pairs)}
+    sources = {src for src, _ in pairs}
     outputs = {}
     for i, block in enumerate(self.blocks):
       if self.lambda_res is not None:

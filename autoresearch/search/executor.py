@@ -63,8 +63,7 @@ def device_groups(parallel_trials: int) -> tuple[int, list]:
 
 def devices_per_trial(parallel_trials: int) -> int:
   """Devices each trial trains on with `parallel_trials` at once."""
-  groups = device_groups(parallel_trials)[1]
-  return len(groups[0] or jax.devices())
+  return len(device_groups(parallel_trials)[1][0] or jax.devices())
 
 
 class Executor:
@@ -79,7 +78,7 @@ class Executor:
 
   @property
   def devices_per_trial(self) -> int:
-    return len(self.groups[0] or jax.devices())
+    return devices_per_trial(self.parallel)
 
   def run(self, jobs: list[Job]) -> list[TrialResult]:
     """Trains the jobs at once, job i on device group i; raises Interrupted after a

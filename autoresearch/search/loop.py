@@ -252,9 +252,10 @@ class Search:
         self.config.search.keep_alpha) == 'rerun']
     room = max(0, self._room_left() - len(candidates))
     rerun, left_out = in_band[:room], in_band[room:]
+    number = {id(a): s.trials + 1 + i for i, a in enumerate(attempts)}   # trial of each first run
     seconds = self.executor.run([   # the second run of a genotype: the second seed
-        Job(a.candidate.genotype, seed + 1,
-            label=f're-run of trial {s.trials + 1 + attempts.index(a)}') for a in rerun])
+        Job(a.candidate.genotype, seed + 1, label=f're-run of trial {number[id(a)]}')
+        for a in rerun])
     for attempt, second in zip(rerun, seconds):
       attempt.second = second
     for attempt in left_out:
