@@ -5,6 +5,10 @@ against without, on paired seeds, each trial trained afresh through the normal r
     python benchmarks/gene_effects.py --lane=1 --lanes=2 &   # taskset -c 0 / -c 1
     python benchmarks/gene_effects.py --report               # the table, when both end
 
+A gene added later is measured in its own sitting, its baseline re-trained beside it
+(machine load moves a wall-clock trial's steps): e.g. `--genes=batch_warmup --seeds=5
+--out=benchmarks/results/gene_effects/batch_warmup.jsonl` on both lanes.
+
 A gene that reads nothing in the baseline is measured in the smallest context where it
 does, against that context without it: NorMuon on Muon, cautious weight decay at
 weight_decay 0.1, growing windows with a short-window layer (window_pattern SL).
@@ -53,6 +57,7 @@ def _define_flags() -> None:
   flags.DEFINE_integer('lanes', 1, 'Processes sharing the work (one per core).')
   flags.DEFINE_string('out', 'benchmarks/results/gene_effects/trials.jsonl', 'JSONL of trials.')
   flags.DEFINE_bool('report', False, 'Only print the table of what --out holds.')
+  flags.DEFINE_list('genes', list(GENES), 'The genes measured (each with its off arm).')
 
 # gene: (the context it is measured in, the gene's value when on).
 GENES = {
@@ -62,13 +67,15 @@ GENES = {
     'window_warmup': ({'window_pattern': 'SL'}, 0.5),
     'cautious_wd': ({'weight_decay': 0.1}, True),
     'normuon': ({'optimizer': 'muon'}, True),
+    'batch_warmup': ({}, 0.5),
 }
 
 
-def arms() -> dict[str, dict]:
-  """Arm name -> the changes to the baseline genotype it trains."""
+def arms(genes=tuple(GENES)) -> dict[str, dict]:
+  """Arm name -> the changes to the baseline genotype it trains, for `genes`."""
   out = {'baseline': {}}
-  for gene, (context, on) in GENES.items():
+  for gene in genes:
+    context, on = GENES[gene]
     off_name = 'baseline' if not context else ','.join(f'{k}={v}' for k, v in context.items())
     out[off_name] = dict(context)
     out[f'{gene}={on}' + (f' ({off_name})' if context else '')] = dict(context, **{gene: on})
@@ -101,12 +108,13 @@ def _done(path: str) -> dict[tuple[str, int], dict]:
   return {(r['arm'], r['seed']): r for r in rows}
 
 
-def run_lane(config, out: str, seeds: int, lane: int, lanes: int) -> None:
-  """Trains this lane's (arm, seed) pairs that `out` lacks, appending each as it ends."""
+def run_lane(config, out: str, seeds: int, lane: int, lanes: int, genes) -> None:
+  """Trains this lane's (arm, seed) pairs of `genes` that `out` lacks, appending each
+  as it ends."""
   os.makedirs(os.path.dirname(out), exist_ok=True)
   corpus = corpora.corpus_from_config(config)
   base = genotype_lib.from_config(config)
-  work = list(itertools.product(range(seeds), arms().items()))
+  work = list(itertools.product(range(seeds), arms(genes).items()))
   for i, (seed, (name, changes)) in enumerate(work):
     if i % lanes != lane or (name, seed) in _done(out):
       continue
@@ -121,11 +129,11 @@ def run_lane(config, out: str, seeds: int, lane: int, lanes: int) -> None:
           flush=True)
 
 
-def report(out: str) -> None:
-  """One line per gene from `out`, then the count of resolved gains."""
+def report(out: str, genes=tuple(GENES)) -> None:
+  """One line per gene of `genes` from `out`, then the count of resolved gains."""
   done = _done(out)
   resolved, measured = 0, 0
-  for gene in GENES:
+  for gene in genes:
     off, on = pair_of(gene)
     seeds = sorted(s for (a, s) in done if a == on and (off, s) in done)
     diffs = [done[(on, s)]['val_bpb'] - done[(off, s)]['val_bpb'] for s in seeds
@@ -147,8 +155,11 @@ def report(out: str) -> None:
 def main(argv):
   del argv
   if not FLAGS.report:
-    run_lane(FLAGS.config, FLAGS.out, FLAGS.seeds, FLAGS.lane, FLAGS.lanes)
-  report(FLAGS.out)
+    unknown = sorted(set(FLAGS.genes) - set(GENES))
+    if unknown:
+      raise app.UsageError(f'--genes: unknown {unknown}; known: {list(GENES)}')
+    run_lane(FLAGS.config, FLAGS.out, FLAGS.seeds, FLAGS.lane, FLAGS.lanes, FLAGS.genes)
+  report(FLAGS.out, FLAGS.genes)
 
 
 if __name__ == '__main__':

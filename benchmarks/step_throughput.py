@@ -66,7 +66,7 @@ from autoresearch.data import corpora  # noqa: E402
 from autoresearch.data import windows  # noqa: E402
 from autoresearch.space import genotype as genotype_lib  # noqa: E402
 from autoresearch.trial import hardware  # noqa: E402
-from autoresearch.trial import prefetch  # noqa: E402
+from autoresearch.trial import placement, prefetch  # noqa: E402
 from autoresearch.trial import runner as trial_runner  # noqa: E402
 from autoresearch.trial.config import TrialConfig  # noqa: E402
 from benchmarks.timing import ForeignLoad, cores, define_config_flag, print_figure  # noqa: E402
@@ -146,7 +146,7 @@ class JaxStep:
 
   def __init__(self, genotype, trial_cfg: TrialConfig, corpus: corpora.Corpus,
                prefetch_batches: bool = True):
-    self.placement = trial_runner.Placement.over(jax.devices()[:1], trial_cfg.fsdp)
+    self.placement = placement.Placement.over(jax.devices()[:1], trial_cfg.fsdp)
     built = trial_runner.build(genotype_lib.make(genotype), corpus, trial_cfg, self.placement)
     self.train_step, self.params, self.opt_state = built.train_step, built.params, built.opt_state
     self.compile_seconds = built.compile_seconds

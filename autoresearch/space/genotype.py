@@ -82,8 +82,14 @@ GENES: tuple[Gene, ...] = (
     Gene('mtp_weight', (0.0, 0.1, 0.3, 0.5), 'model', default=0.0),
     Gene('cautious_wd', (False, True), 'optim', default=False),
     Gene('normuon', (False, True), 'optim', default=False),
+    # The fraction of the budget that trains on half of each batch, at 1/sqrt(2) of the
+    # learning rate (a batch-size warmup; record 46, whose stages grow the batch 8 -> 16
+    # -> 24 and the LR about as batch^0.5).
+    Gene('batch_warmup', (0.0, 0.25, 0.5, 0.75), 'train', default=0.0),
 )
 GENE_BY_NAME: dict[str, Gene] = {g.name: g for g in GENES}
+# Genes the training loop reads and building the model and optimizer does not.
+TRAIN_ONLY_GENES = ('batch_size', 'batch_warmup')
 N_GENES = len(GENES)
 MAX_VALUES = max(len(g.values) for g in GENES)
 GENOME_DIM = sum(len(g.values) for g in GENES) + N_GENES  # one-hot + ordinal per gene
@@ -270,7 +276,7 @@ def trains_alike(genotype: Genotype, other: Genotype) -> bool:
   (`builds.py`: what building `genotype` reads, `other` answers alike)."""
   genotype, other = complete(genotype), complete(other)
   reads = _reads(to_json(genotype))
-  if reads is None or genotype['batch_size'] != other['batch_size']:
+  if reads is None or any(genotype[name] != other[name] for name in TRAIN_ONLY_GENES):
     return False   # what does not build is not alike anything
   return builds.builds_alike(reads, model_config(other), optim_config(other))
 

@@ -8,7 +8,8 @@ reads `budget_seconds`.
 * 'flops': training seconds are the model FLOPs trained so far
   (`models.gpt.flops_per_token` x tokens) / `reference_flops_per_second`, so a genotype
   and seed train the same steps at the same learning rates, to the same val_bpb,
-  whether the machine is idle or busy. The budget then holds a whole number of steps.
+  whether the machine is idle or busy. The budget then holds a whole number of steps
+  (the half-batch steps of a batch-size warmup cost half the FLOPs).
 Both keep the machine's seconds of training beside (`TrialResult.wall_train_seconds`).
 """
 
@@ -36,6 +37,10 @@ class _Clock:
     """`seconds` / budget, at most 1 (1 for a budget of 0)."""
     return min(seconds / self.budget, 1.0) if self.budget > 0 else 1.0
 
+  def step_changed(self) -> None:
+    """The steps from now on are of another kind (the full batch after a batch-size
+    warmup's half batches): what the clock learned of the old ones no longer holds."""
+
 
 class WallClock(_Clock):
   """Training seconds are the machine's seconds. A step's duration runs from when it
@@ -49,6 +54,7 @@ class WallClock(_Clock):
     self._unread = collections.deque()   # dispatch times of the steps not read yet
     self._durations = collections.deque(maxlen=self.window)
     self._last_read = 0.0
+    self._stale = 0   # unread steps of a kind no longer run: their durations are not kept
 
   def seconds(self) -> float:
     """Training seconds so far."""
@@ -82,6 +88,11 @@ class WallClock(_Clock):
     start = max(now, max(self._unread[-1], self._last_read) + step) if in_flight else now
     return start, step
 
+  def step_changed(self) -> None:
+    # The next plan waits for a step of the new kind; the steps in flight are of the old.
+    self._durations.clear()
+    self._stale = len(self._unread)
+
   def dispatched(self) -> None:
     """A step is about to be handed to the device."""
     self._unread.append(self.wall_seconds())
@@ -89,48 +100,72 @@ class WallClock(_Clock):
   def finished(self) -> float:
     """The oldest unread step's loss was just read: the training seconds it ended at."""
     end = self.wall_seconds()
-    self._durations.append(end - max(self._unread.popleft(), self._last_read))
+    duration = end - max(self._unread.popleft(), self._last_read)
+    if self._stale:
+      self._stale -= 1
+    else:
+      self._durations.append(duration)
     self._last_read = end
     return end
 
 
 class FlopsClock(_Clock):
   """Training seconds are model FLOPs / the reference rate: every step takes exactly
-  `step_seconds`, so a budget holds floor(budget / step_seconds) steps on any machine
-  under any load."""
+  `step_seconds`, or `warmup_step_seconds` when it starts at a progress below
+  `warmup_until` (the half-batch steps of a batch-size warmup), so a budget holds the
+  same whole number of steps on any machine under any load."""
 
   def __init__(self, budget_seconds: float, step_seconds: float,
-               now: Callable[[], float] = time.perf_counter):
+               now: Callable[[], float] = time.perf_counter,
+               warmup_step_seconds: float = 0.0, warmup_until: float = 0.0):
     super().__init__(budget_seconds, now)
     self.step_seconds = step_seconds
-    self._dispatched = self._read = 0
+    self._warmup_step_seconds, self._warmup_until = warmup_step_seconds, warmup_until
+    self._spent = 0.0                       # training seconds of the dispatched steps
+    self._ends = collections.deque()        # the seconds each unread step ends at
 
   def seconds(self) -> float:
-    return self._dispatched * self.step_seconds
+    return self._spent
+
+  def _cost(self, start: float) -> float:
+    """The training seconds of a step that starts at `start`."""
+    if self.progress(start) < self._warmup_until:
+      return self._warmup_step_seconds
+    return self.step_seconds
 
   def plan(self, in_flight: bool) -> tuple[bool, float]:
-    return self._fits(self._dispatched + 1), self.progress(self.seconds())
+    return self._fits(self._spent + self._cost(self._spent)), self.progress(self._spent)
 
   def plan_ahead(self, in_flight: bool, steps: int) -> list[float]:
     """The progress at which each of the next `steps` steps starts, for those that fit
-    the budget: exact, as every step takes `step_seconds`."""
-    return [self.progress((self._dispatched + k) * self.step_seconds) for k in range(steps)
-            if self._fits(self._dispatched + k + 1)]
+    the budget: exact, as every step's cost is known in advance."""
+    planned, start = [], self._spent
+    for _ in range(steps):
+      end = start + self._cost(start)
+      if not self._fits(end):
+        break
+      planned.append(self.progress(start))
+      start = end
+    return planned
 
-  def _fits(self, steps: int) -> bool:
+  def _fits(self, end: float) -> bool:
     # The relative slack absorbs the rounding of a budget that holds n steps exactly.
-    return steps * self.step_seconds <= self.budget * (1 + 1e-9)
+    return end <= self.budget * (1 + 1e-9)
 
   def dispatched(self) -> None:
-    self._dispatched += 1
+    self._spent += self._cost(self._spent)
+    self._ends.append(self._spent)
 
   def finished(self) -> float:
-    self._read += 1
-    return self._read * self.step_seconds
+    return self._ends.popleft()
 
 
-def make_clock(cfg: TrialConfig, step_flops: float) -> _Clock:
-  """The clock `cfg.clock` names, for steps of `step_flops` model FLOPs each."""
+def make_clock(cfg: TrialConfig, step_flops: float, warmup_step_flops: float = 0.0,
+               warmup_until: float = 0.0) -> _Clock:
+  """The clock `cfg.clock` names, for steps of `step_flops` model FLOPs each, or
+  `warmup_step_flops` each before progress `warmup_until` (a batch-size warmup)."""
   if cfg.clock == 'flops':
-    return FlopsClock(cfg.budget_seconds, step_flops / cfg.reference_flops_per_second)
+    rate = cfg.reference_flops_per_second
+    return FlopsClock(cfg.budget_seconds, step_flops / rate,
+                      warmup_step_seconds=warmup_step_flops / rate, warmup_until=warmup_until)
   return WallClock(cfg.budget_seconds)

@@ -83,6 +83,8 @@ class Built(NamedTuple):
   compile_seconds: float       # seconds from abstract shapes to both steps compiled
   num_params: int              # parameters of the model
   memory_gb: float             # GB per device the train step needs (XLA's memory analysis)
+  warmup_step: Any = None      # compiled half-batch step of a batch-size warmup, or None
+  warmup_until: float = 0.0    # progress before which `warmup_step` trains (0: never)
 
 
 class Trained(NamedTuple):
@@ -94,6 +96,7 @@ class Trained(NamedTuple):
   train_seconds: float         # seconds on the training clock
   stop: Optional[Stop]         # why training ended early, or None at the budget
   wall_seconds: float          # the machine's seconds of training
+  tokens: int                  # tokens trained (fewer per step in a batch-size warmup)
 
 
 class Scores(NamedTuple):

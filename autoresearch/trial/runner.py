@@ -4,29 +4,25 @@ training seconds, scored in validation bits per byte.
     result = runner.run(genotype, corpus, trial_config, watch=...)
     # = build (compile), train (the budget), evaluate (bits per byte), stage by stage:
     built = runner.build(genotype_lib.make(genotype), corpus, cfg, placement)
-    trained = runner.train(built, corpus.train, cfg, watch, placement)
+    trained = training.train(built, corpus.train, cfg, watch, placement)
     scores = scoring.evaluate(built, trained.params, placement)
 
 * Compilation is ahead of time (`jit(...).lower(...).compile()`), timed, and outside
   the budget; JAX's persistent compilation cache (`enable_compilation_cache`) makes a
   genotype seen before compile at once.
-* Training runs until `budget_seconds` of training time are spent on the trial's clock
-  (`trial.clock`: the machine's seconds, or model FLOPs at a reference rate; see
-  `clocks.py`); no step is dispatched that would end past the budget. The loss of
-  step t-1 is read after step t is dispatched, so the host never stalls the device;
-  each batch is sampled and placed ahead of its step by a prefetch thread
-  (`prefetch.Prefetcher`), in the order an inline loop would draw them.
-* Every loss reading goes to `watch`, which may stop the trial (the self-evaluator and
-  the preemption handler plug in there) by returning a `Stop`.
-* Data-parallel over the devices given (all by default): a `jax.sharding.Mesh` with
-  axes ('data', 'fsdp'); each batch is split across all devices. Parameters and
-  optimizer state are replicated, or, with `fsdp`, sharded along the 'fsdp' axis (each
-  array on its first dimension that divides evenly; the rest replicated). Parameters
-  are float32 master weights whatever `compute_dtype` the activations use. On several
-  hosts (`jax.distributed`), every process samples the same global batch and feeds its
-  own devices' rows, and process 0's clock and watcher decide when to stop and at
-  which progress each step runs, shared once per `sync_steps` steps rather than before
-  every step (`step_plan`), so every process runs the same steps.
+* Training (`training.py`) runs until `budget_seconds` of training time are spent on
+  the trial's clock (`trial.clock`: the machine's seconds, or model FLOPs at a
+  reference rate; see `clocks.py`). Every loss reading goes to `watch`, which may stop
+  the trial (the self-evaluator and the preemption handler plug in there) by returning
+  a `Stop`.
+* Data-parallel over the devices given (all by default; `placement.py`): each batch is
+  split across all devices; parameters and optimizer state are replicated or, with
+  `fsdp`, sharded. Parameters are float32 master weights whatever `compute_dtype` the
+  activations use. On several hosts (`jax.distributed`), every process samples the
+  same global batch and feeds its own devices' rows, and process 0's clock and watcher
+  decide when to stop and at which progress each step runs, shared once per
+  `sync_steps` steps rather than before every step (`step_plan`), so every process runs
+  the same steps.
 * val_bpb = sum of cross-entropy in nats / (ln 2 x bytes scored) over the `val_bytes`
   bytes of the val split at `windows.eval_positions` (of a document corpus, only bytes
   outside the long lines that train also holds verbatim: `Corpus.val_scorable`): the
@@ -47,22 +43,19 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 from absl import logging
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from autoresearch.data import corpora, windows
-from autoresearch.runtime import distributed, faults
+from autoresearch.data import corpora
+from autoresearch.runtime import faults
 from autoresearch.space import genotype as genotype_lib
-from autoresearch.trial import hardware, prefetch, scoring
-from autoresearch.trial.clocks import make_clock
+from autoresearch.trial import hardware, scoring
 from autoresearch.trial.config import ConfigError, TrialConfig
-from autoresearch.trial.results import (Built, LossReading, Scores, Trained, TrialResult, Watcher,
-                                        check_loss)
+from autoresearch.trial.placement import Placement
+from autoresearch.trial.results import Built, Scores, Trained, TrialResult, Watcher
 from autoresearch.trial.scoring import evaluate
-from autoresearch.trial.step_plan import StepPlan
+from autoresearch.trial.steps import make_train_step
+from autoresearch.trial.training import train
 from models import gpt, optim
 
 
@@ -92,95 +85,6 @@ def max_step_flops(cfg: TrialConfig, num_devices: int = 1) -> float:
   return cfg.max_step_fraction * cfg.budget_seconds * rate
 
 
-@dataclasses.dataclass(frozen=True)
-class Placement:
-  """Where a trial's arrays live: a mesh ('data', 'fsdp') over its devices."""
-  mesh: Mesh
-
-  @classmethod
-  def over(cls, devices, fsdp: bool) -> 'Placement':
-    devices = np.asarray(list(devices))
-    shape = (1, devices.size) if fsdp else (devices.size, 1)
-    return cls(Mesh(devices.reshape(shape), ('data', 'fsdp')))
-
-  @property
-  def num_devices(self) -> int:
-    return self.mesh.devices.size
-
-  @property
-  def replicated(self) -> NamedSharding:
-    return NamedSharding(self.mesh, P())
-
-  @property
-  def batch(self) -> NamedSharding:
-    """Leading (batch) dimension split over every device."""
-    return NamedSharding(self.mesh, P(('data', 'fsdp')))
-
-  @property
-  def batches(self) -> NamedSharding:
-    """A stack of batches (n, N, ...): each batch's rows split over every device."""
-    return NamedSharding(self.mesh, P(None, ('data', 'fsdp')))
-
-  def state(self, abstract_tree):
-    """Shardings of a parameter or optimizer-state tree: replicated, or with `fsdp` each
-    array split on its first dimension divisible by the number of devices."""
-    n = self.mesh.shape['fsdp']
-
-    def sharding(leaf):
-      shape = getattr(leaf, 'shape', ())
-      for axis, size in enumerate(shape):
-        if n > 1 and size % n == 0:
-          return NamedSharding(self.mesh, P(*([None] * axis), 'fsdp'))
-      return self.replicated
-    return jax.tree_util.tree_map(sharding, abstract_tree)
-
-  def put(self, array: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    """A global array from a host array every process holds whole (each process
-    transfers only its own devices' part)."""
-    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
-
-
-def _loss_fn(graphdef, params, batch_BxT1, progress):
-  """(the loss minimised, the next-byte cross-entropy reported): `GPT.train_loss`."""
-  return nnx.merge(graphdef, params).train_loss(batch_BxT1, progress)
-
-
-def make_train_step(graphdef, tx, optim_cfg: optim.OptimConfig, micro_batches: int,
-                    shardings: Optional[tuple] = None):
-  """(params, opt_state, batch uint8 (B, T+1), progress) -> (params, opt_state, loss).
-  With micro_batches > 1 the gradient is accumulated over equal slices of the batch
-  (rows i, i + m, i + 2m, ... form slice i, so a batch split over devices splits each
-  slice alike). `shardings`: (params, opt_state, batch) shardings, or None."""
-  grad_fn = jax.value_and_grad(lambda p, b, progress: _loss_fn(graphdef, p, b, progress),
-                               has_aux=True)
-
-  def step(params, opt_state, batch, progress):
-    if micro_batches == 1:
-      (_, loss), grads = grad_fn(params, batch, progress)
-    else:
-      slices = batch.reshape(-1, micro_batches, batch.shape[-1]).swapaxes(0, 1)
-
-      def accumulate(carry, micro):
-        loss_sum, grad_sum = carry
-        (_, loss), grads = grad_fn(params, micro, progress)
-        return (loss_sum + loss, jax.tree_util.tree_map(jnp.add, grad_sum, grads)), None
-
-      zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-      (loss, grads), _ = jax.lax.scan(accumulate, (jnp.zeros(()), zeros), slices)
-      loss = loss / micro_batches
-      grads = jax.tree_util.tree_map(lambda g: g / micro_batches, grads)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    updates = optim.scale_updates(updates, optim.lr_multiplier(progress, optim_cfg))
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  if shardings is None:
-    return jax.jit(step, donate_argnums=(0, 1))
-  params_sh, opt_sh, batch_sh = shardings
-  scalar = NamedSharding(batch_sh.mesh, P())
-  return jax.jit(step, donate_argnums=(0, 1), in_shardings=(params_sh, opt_sh, batch_sh, scalar),
-                 out_shardings=(params_sh, opt_sh, scalar))
-
-
 def _check_batching(genotype, cfg: TrialConfig, num_devices: int) -> int:
   """Micro-batches per step; InvalidGenotype if the batch does not split evenly."""
   batch_size = genotype['batch_size']
@@ -192,6 +96,9 @@ def _check_batching(genotype, cfg: TrialConfig, num_devices: int) -> int:
     name = 'micro_batch_size' if micro < batch_size else 'batch_size'
     raise genotype_lib.InvalidGenotype(
         f'{name}={micro} is not divisible by {num_devices} devices')
+  if genotype['batch_warmup'] and micro == batch_size and (batch_size // 2) % num_devices:
+    raise genotype_lib.InvalidGenotype(
+        f'batch_warmup: half of batch_size={batch_size} is not divisible by {num_devices} devices')
   return batch_size // micro
 
 
@@ -216,9 +123,14 @@ def build(genotype: genotype_lib.Genotype, corpus: corpora.Corpus, cfg: TrialCon
   opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
   batch_spec = jax.ShapeDtypeStruct((batch_size, seq_len + 1), jnp.uint8)
   progress_spec = jax.ShapeDtypeStruct((), jnp.float32)
-  train_step = make_train_step(graphdef, tx, optim_cfg, micro_batches,
-                               (params_sh, opt_sh, placement.batch)).lower(
+  shardings = (params_sh, opt_sh, placement.batch)
+  train_step = make_train_step(graphdef, tx, optim_cfg, micro_batches, shardings).lower(
       params, opt_state, batch_spec, progress_spec).compile()
+  warmup_step = None
+  if genotype['batch_warmup']:
+    warmup_step = make_train_step(graphdef, tx, optim_cfg, max(1, micro_batches // 2), shardings,
+                                  half_batch=True).lower(
+        params, opt_state, batch_spec, progress_spec).compile()
   eval_sets = scoring.eval_sets(corpus, cfg.val_bytes, cfg.eval_batch_tokens, seq_len,
                                 placement.num_devices, score_test)
   eval_step = scoring.make_eval_step(graphdef, (params_sh, placement.batches)).lower(
@@ -228,7 +140,8 @@ def build(genotype: genotype_lib.Genotype, corpus: corpora.Corpus, cfg: TrialCon
                eval_sets=eval_sets, model_cfg=model_cfg, optim_cfg=optim_cfg,
                batch_size=batch_size, seq_len=seq_len, compile_seconds=compile_seconds,
                num_params=sum(x.size for x in jax.tree_util.tree_leaves(params)),
-               memory_gb=hardware.compiled_memory_gb(train_step))
+               memory_gb=hardware.compiled_memory_gb(train_step),
+               warmup_step=warmup_step, warmup_until=genotype['batch_warmup'])
 
 
 def run(genotype: genotype_lib.Genotype, corpus: corpora.Corpus, cfg: TrialConfig,
@@ -275,7 +188,7 @@ def _in_space(genotype) -> bool:
 def _with_training(result: TrialResult, built: Built, trained: Trained, cfg: TrialConfig,
                    num_devices: int) -> TrialResult:
   """`result` with the training figures; status and reason from the stop, if any."""
-  tokens = trained.steps * built.batch_size * built.seq_len
+  tokens = trained.tokens
   mfu_percent = 0.0
   if trained.wall_seconds > 0:  # the machine's rate, whatever the clock
     flops = gpt.flops_per_token(built.model_cfg) * tokens / trained.wall_seconds
@@ -300,57 +213,3 @@ def _with_scores(result: TrialResult, built: Built, scores: Scores) -> TrialResu
       eval_seconds=scores.eval_seconds, val_bytes_scored=int(built.eval_sets['val'][2].sum()))
 
 
-def _sharing():
-  """How process 0's step plan reaches the others: None on a single process."""
-  return distributed.share_plan if jax.process_count() > 1 else None
-
-
-def train(built: Built, train_split: np.ndarray, cfg: TrialConfig, watch: Optional[Watcher],
-          placement: Placement) -> Trained:
-  """The budgeted loop from `built`'s initial state (donated): step t is dispatched
-  before step t-1's loss is read, if the plan (`step_plan.StepPlan`: the clock, and on
-  several hosts process 0's plan shared every `cfg.sync_steps` steps) says it runs;
-  its batch was sampled and placed ahead by a prefetch thread; every reading goes to
-  `watch`."""
-  train_step, params, opt_state = built.train_step, built.params, built.opt_state
-  batch_size, seq_len = built.batch_size, built.seq_len
-
-  def make_batch(rng):
-    return placement.put(windows.sample_batch(rng, train_split, batch_size, seq_len),
-                         placement.batch)
-  loss_curve, final_train_loss = [], None
-  pending = None   # (step index, loss array): dispatched, not yet read
-  dispatched_steps = 0
-  own_stop = None  # this process's watcher or loss check; process 0's decides
-  with prefetch.Prefetcher(make_batch, cfg.seed) as batches:
-    clock = make_clock(cfg, gpt.flops_per_token(built.model_cfg) * batch_size * seq_len)
-    plan = StepPlan(clock, cfg.max_steps, cfg.sync_steps, _sharing())
-    while True:
-      stop, progress = plan.next(own_stop, pending is not None, dispatched_steps)
-      if stop is not None:
-        break
-      previous, pending = pending, None
-      if progress is not None:
-        batch = batches.next()
-        clock.dispatched()
-        params, opt_state, loss = train_step(params, opt_state, batch, np.float32(progress))
-        dispatched_steps += 1
-        pending = (dispatched_steps, loss)
-      if previous is None:
-        if pending is None:
-          break
-        continue
-      step, loss_value = previous[0], float(previous[1])  # Waits for step t-1 only.
-      seconds = clock.finished()
-      loss_curve.append([round(seconds, 4), step, loss_value])
-      if step == 1:
-        faults.point('train')
-      final_train_loss = loss_value
-      if own_stop is None:
-        own_stop = check_loss(loss_value, step, cfg)
-      if own_stop is None and watch is not None:
-        own_stop = watch(LossReading(seconds, clock.progress(seconds), step, loss_value,
-                                     clock.wall_seconds()))
-  jax.block_until_ready(params)
-  return Trained(params, dispatched_steps, loss_curve, final_train_loss, clock.seconds(), stop,
-                 clock.wall_seconds())

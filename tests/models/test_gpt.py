@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from autoresearch.space import genotype as genotype_lib
-from autoresearch.trial import runner
+from autoresearch.trial import steps
 from configs import h100, tiny
 from models import gpt, optim
 
@@ -81,7 +81,7 @@ def test_last_layer_is_always_full():
 def _one_step_loss(model_cfg: gpt.GPTConfig, optim_cfg: optim.OptimConfig):
   graphdef, params = nnx.split(gpt.GPT(model_cfg, nnx.Rngs(0)))
   tx = optim.build(optim_cfg, params)
-  step = runner.make_train_step(graphdef, tx, optim_cfg, micro_batches=1)
+  step = steps.make_train_step(graphdef, tx, optim_cfg, micro_batches=1)
   batch = np.random.default_rng(0).integers(0, 256, (2, model_cfg.seq_len + 1), dtype=np.uint8)
   opt_state = tx.init(params)
   params, opt_state, loss0 = step(params, opt_state, batch, np.float32(0.0))

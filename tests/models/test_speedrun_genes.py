@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from autoresearch.space import genotype as genotype_lib
-from autoresearch.trial import runner
+from autoresearch.trial import runner, steps
 from autoresearch.trial.config import TrialConfig
 from configs import default, tiny
 from models import gpt, optim
@@ -159,8 +159,48 @@ def test_every_gene_on_trains_the_tiny_config_without_nan(stdlib_corpus):
   config = tiny.get_config()
   genotype = dict(genotype_lib.from_config(config), n_layers=2, window_pattern='SL',
                   optimizer='muon', weight_decay=0.05, unet_skips=True, window_warmup=0.5,
-                  bigram_buckets=1024, mtp_weight=0.3, cautious_wd=True, normuon=True)
+                  bigram_buckets=1024, mtp_weight=0.3, cautious_wd=True, normuon=True,
+                  batch_warmup=0.5)
   result = runner.run(genotype, stdlib_corpus, TrialConfig.from_config(config))
   assert result.status == 'ok', result.reason
   assert math.isfinite(result.val_bpb) and result.val_bpb < 6.0
   assert all(math.isfinite(loss) for _, _, loss in result.loss_curve)
+
+
+def test_a_half_batch_step_trains_the_even_rows_at_a_scaled_learning_rate():
+  model = _model()
+  graphdef, params = nnx.split(model, nnx.Param)
+  optim_cfg = optim.OptimConfig(matrix_lr=1e-2, embed_lr=1e-2, head_lr=1e-2, scalar_lr=1e-2)
+  tx = optim.build(optim_cfg, params)
+  batch = jnp.concatenate([BATCH, BATCH[::-1]])   # 6 rows: the even ones are rows 0, 2, 4
+
+  def delta(half_batch, rows):
+    step = steps.make_train_step(graphdef, tx, optim_cfg, 1, half_batch=half_batch)
+    fresh = jax.tree_util.tree_map(jnp.copy, params)
+    new, _, loss = step(fresh, tx.init(params), rows, jnp.float32(0.2))
+    return jax.tree_util.tree_map(jnp.subtract, new, params), loss
+  half, half_loss = delta(True, batch)
+  full, full_loss = delta(False, batch[::2])
+  np.testing.assert_allclose(half_loss, full_loss, rtol=1e-6)
+  for a, b in zip(jax.tree_util.tree_leaves(half), jax.tree_util.tree_leaves(full)):
+    np.testing.assert_allclose(a, steps.HALF_BATCH_LR_SCALE * b, rtol=1e-4, atol=1e-9)
+
+
+def test_a_batch_warmup_trains_half_batches_for_its_share_of_the_budget(stdlib_corpus):
+  config = tiny.get_config()
+  genotype = genotype_lib.from_config(config)
+  step_flops = genotype_lib.step_flops(genotype)
+  # The FLOPs clock holds 12 whole-batch steps: half of the budget at half cost is 12
+  # half-batch steps, the other half 6 whole ones.
+  cfg = dataclasses.replace(TrialConfig.from_config(config), clock='flops', budget_seconds=1.0,
+                            reference_flops_per_second=12 * step_flops, max_step_fraction=0.0)
+  warm = runner.run(dict(genotype, batch_warmup=0.5), stdlib_corpus, cfg)
+  plain = runner.run(genotype, stdlib_corpus, cfg)
+  assert warm.status == plain.status == 'ok', (warm.reason, plain.reason)
+  rows, seq_len = genotype['batch_size'], genotype['seq_len']
+  assert (warm.steps, plain.steps) == (18, 12)
+  assert warm.tokens == (12 * rows // 2 + 6 * rows) * seq_len
+  assert plain.tokens == 12 * rows * seq_len
+  assert warm.val_bpb != plain.val_bpb
+  mask = genotype_lib.edit_mask(genotype)
+  assert mask[genotype_lib.N_GENES - 1, 1:4].all()   # every warmup trains differently

@@ -106,8 +106,8 @@ def test_conversion_to_frozen_configs():
   optim_cfg = genotype_lib.optim_config(g)
   assert (model_cfg.d_model, model_cfg.seq_len, model_cfg.compute_dtype) == (32, 32, 'bfloat16')
   assert optim_cfg.matrix_lr == g['matrix_lr'] and optim_cfg.optimizer == g['optimizer']
-  # Every gene lands in exactly one place: the model, the optimizer or the batch.
-  model_fields = set(vars(model_cfg)) | set(vars(optim_cfg)) | {'batch_size'}
+  # Every gene lands in exactly one place: the model, the optimizer or the training loop.
+  model_fields = set(vars(model_cfg)) | set(vars(optim_cfg)) | set(genotype_lib.TRAIN_ONLY_GENES)
   assert {gene.name for gene in genotype_lib.GENES} <= model_fields
 
 

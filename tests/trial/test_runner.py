@@ -14,7 +14,8 @@ from flax import nnx
 
 from autoresearch.data import corpora
 from autoresearch.space import genotype as genotype_lib
-from autoresearch.trial import hardware, runner, scoring
+from autoresearch.trial import hardware, runner, scoring, steps, training
+from autoresearch.trial.placement import Placement
 from autoresearch.trial.config import TrialConfig
 from autoresearch.trial.results import Stop, bits_per_byte
 from configs import tiny
@@ -115,8 +116,8 @@ def test_untrained_model_scores_near_uniform(corpus, tiny_setup):
 
 def test_nan_loss_is_a_crash_not_an_exception(corpus, tiny_setup, monkeypatch):
   genotype, cfg = tiny_setup
-  real_loss = runner._loss_fn
-  monkeypatch.setattr(runner, '_loss_fn', lambda g, p, b, progress: tuple(
+  real_loss = steps._loss_fn
+  monkeypatch.setattr(steps, '_loss_fn', lambda g, p, b, progress: tuple(
       x * jnp.nan for x in real_loss(g, p, b, progress)))
   result = runner.run(genotype, corpus, cfg)
   assert result.status == 'crash' and 'nan' in result.reason and result.val_bpb is None
@@ -202,10 +203,10 @@ class _SlowDevice:
 def _train_slowly(genotype, corpus, cfg, step_seconds: float, watch=None):
   """(Trained, val_bpb, _SlowDevice) of `genotype` trained on a device taking
   `step_seconds` a step."""
-  placement = runner.Placement.over(jax.devices()[:1], fsdp=False)
+  placement = Placement.over(jax.devices()[:1], fsdp=False)
   built = runner.build(genotype_lib.make(genotype), corpus, cfg, placement)
   slow = _SlowDevice(built.train_step, step_seconds)
-  trained = runner.train(built._replace(train_step=slow), corpus.train, cfg, watch, placement)
+  trained = training.train(built._replace(train_step=slow), corpus.train, cfg, watch, placement)
   return trained, scoring.evaluate(built, trained.params, placement).bpb['val'], slow
 
 
@@ -266,7 +267,7 @@ def test_micro_batches_match_the_full_batch(tiny_setup):
   for micro in (1, 2, 4):
     graphdef, params = nnx.split(gpt.GPT(model_cfg, nnx.Rngs(0)))
     tx = optim.build(optim_cfg, params)
-    step = runner.make_train_step(graphdef, tx, optim_cfg, micro)
+    step = steps.make_train_step(graphdef, tx, optim_cfg, micro)
     params, _, loss = step(params, tx.init(params), batch, np.float32(0.0))
     outputs.append((float(loss), jax.tree_util.tree_leaves(params)))
   for loss, leaves in outputs[1:]:

@@ -11,7 +11,8 @@ import pytest
 
 from autoresearch.runtime import distributed
 from autoresearch.space import genotype as genotype_lib
-from autoresearch.trial import runner
+from autoresearch.trial import runner, training
+from autoresearch.trial.placement import Placement
 from autoresearch.trial.clocks import FlopsClock, WallClock
 from autoresearch.trial.config import TrialConfig
 from autoresearch.trial.results import Stop
@@ -64,6 +65,33 @@ def test_flops_clock_plans_exactly_the_steps_its_budget_holds():
   assert clock.plan_ahead(True, 2) == pytest.approx([0.25, 0.5])
 
 
+def test_flops_clock_charges_a_batch_warmup_s_half_steps_half():
+  clock = FlopsClock(1.0, step_seconds=0.25, warmup_step_seconds=0.125, warmup_until=0.5)
+  assert clock.plan_ahead(False, 10) == pytest.approx([0.0, 0.125, 0.25, 0.375, 0.5, 0.75])
+  for _ in range(5):
+    clock.dispatched()
+  assert clock.seconds() == pytest.approx(0.75)
+  assert [clock.finished() for _ in range(5)] == pytest.approx([0.125, 0.25, 0.375, 0.5, 0.75])
+
+
+def test_wall_clock_forgets_the_old_steps_durations_when_the_step_changes():
+  time = _FakeTime()
+  clock = WallClock(10.0, now=time)
+  for end in (1.0, 2.0):   # two half steps of 1 s
+    clock.dispatched()
+    time.now = end
+    clock.finished()
+  clock.dispatched()       # the last half step, in flight when the step changes
+  clock.step_changed()
+  clock.dispatched()       # the first whole step
+  time.now = 3.0
+  clock.finished()         # the half step: its duration is not the new kind's
+  assert clock.plan(in_flight=True)[0] is False   # no duration known: wait for the step
+  time.now = 5.0
+  clock.finished()         # the whole step, 2 s
+  assert clock.plan_ahead(False, 3) == pytest.approx([0.5, 0.7])   # 9 s; 11 s does not fit
+
+
 def _tiny(**changes):
   config = tiny.get_config()
   genotype = genotype_lib.from_config(config)
@@ -79,16 +107,16 @@ def _tiny(**changes):
 def built(stdlib_corpus):
   """The tiny genotype compiled once; each run trains a copy of its initial state."""
   genotype, cfg = _tiny()
-  placement = runner.Placement.over(jax.devices()[:1], fsdp=False)
+  placement = Placement.over(jax.devices()[:1], fsdp=False)
   return runner.build(genotype_lib.make(genotype), stdlib_corpus, cfg, placement), placement
 
 
 def _train(built, cfg, corpus, monkeypatch, share=None, watch=None):
-  monkeypatch.setattr(runner, '_sharing', lambda: share)
+  monkeypatch.setattr(training, '_sharing', lambda: share)
   built, placement = built
   fresh = built._replace(params=jax.tree_util.tree_map(jnp.copy, built.params),
                          opt_state=jax.tree_util.tree_map(jnp.copy, built.opt_state))
-  return runner.train(fresh, corpus.train, cfg, watch, placement)
+  return training.train(fresh, corpus.train, cfg, watch, placement)
 
 
 def test_a_shared_plan_trains_the_same_steps_with_one_sync_per_sync_steps(
