@@ -78,6 +78,11 @@ def trial_config() -> ml_collections.ConfigDict:
       reference_flops_per_second=1.3e11,
       attention='auto',        # attention kernel: 'auto' (per backend) | 'explicit' | 'xla' | 'cudnn'
       sync_steps=16,           # steps; several hosts share process 0's stop and progress this often
+      # Genotypes whose compiled programs stay in memory, least recently used out first,
+      # for the edits that change only numbers (learning rates, betas, decay, clip,
+      # schedule); 0 = none (autoresearch/trial/programs.py). On CPU at the default sizes
+      # the process's peak memory grew 25-50 MB per new program (the trial's arrays included).
+      program_cache_entries=16,
   ))
 
 

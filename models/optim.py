@@ -14,15 +14,22 @@ trial's number of steps is unknown in advance: the transformation is built with 
 peak learning rates and the train step multiplies its updates by
 `lr_multiplier(progress)` (weight decay, being part of the update, follows the
 schedule as in optax.adamw).
+
+The numbers of the recipe (`RUNTIME_FIELDS`: learning rates, momenta, betas, decay,
+clip, schedule fractions) can be given at run time: `build(cfg, params, values)` and
+`lr_multiplier(progress, cfg, values)` take them from `values` (traced scalars inside a
+jitted step) and only the branches from `cfg`, so two recipes that differ only in those
+numbers share one compiled step (`program_config` is what that step is compiled for).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from models import gpt
@@ -52,21 +59,59 @@ class OptimConfig:
 
 NORMUON_BETA2 = 0.95            # decay of NorMuon's per-neuron second moment
 
-def lr_multiplier(progress, cfg: OptimConfig):
+# The fields a compiled step takes at run time; every other field shapes the program.
+RUNTIME_FIELDS = ('matrix_lr', 'muon_lr', 'muon_momentum', 'embed_lr', 'head_lr', 'scalar_lr',
+                  'beta1', 'beta2', 'weight_decay', 'grad_clip', 'warmup_frac', 'warmdown_frac',
+                  'final_lr_frac')
+Values = Mapping[str, Any]   # runtime field -> a Python float, a numpy or a traced scalar
+
+
+def runtime_values(cfg: OptimConfig) -> dict[str, np.float32]:
+  """The numbers a compiled step of `program_config(cfg)` takes to train `cfg`."""
+  return {name: np.float32(getattr(cfg, name)) for name in RUNTIME_FIELDS}
+
+
+def program_config(cfg: OptimConfig) -> OptimConfig:
+  """`cfg` as its compiled program sees it: each runtime number at a stand-in that takes
+  the same branches (0 stays 0, any other value is 1), so recipes that differ only in
+  those numbers give one config, and a number read from the config instead of the
+  runtime values trains visibly wrong instead of silently right once."""
+  return dataclasses.replace(cfg, **{name: 0.0 if getattr(cfg, name) == 0 else 1.0
+                                     for name in RUNTIME_FIELDS})
+
+
+class _ConfigNumbers:
+  """The numbers of `cfg` itself, each read when asked for (what building reads is what
+  decides whether two recipes build alike: `autoresearch/space/builds.py`)."""
+
+  def __init__(self, cfg: OptimConfig):
+    self._cfg = cfg
+
+  def __getitem__(self, name: str):
+    return getattr(self._cfg, name)
+
+
+def _numbers(cfg: OptimConfig, values: Optional[Values]):
+  return values if values is not None else _ConfigNumbers(cfg)
+
+
+def lr_multiplier(progress, cfg: OptimConfig, values: Optional[Values] = None):
   """Peak-LR multiplier at `progress` in [0, 1] (clipped): linear warmup, constant,
-  linear warmdown to `final_lr_frac`. Works on Python floats and JAX scalars."""
+  linear warmdown to `final_lr_frac`. Works on Python floats and JAX scalars; the
+  numbers from `values` when given (the branches from `cfg`)."""
+  v = _numbers(cfg, values)
   p = jnp.clip(progress, 0.0, 1.0)
-  warm = jnp.minimum(1.0, p / cfg.warmup_frac) if cfg.warmup_frac > 0 else 1.0
+  warm = jnp.minimum(1.0, p / v['warmup_frac']) if cfg.warmup_frac > 0 else 1.0
   if cfg.warmdown_frac > 0:
-    into_warmdown = jnp.clip((p - (1.0 - cfg.warmdown_frac)) / cfg.warmdown_frac, 0.0, 1.0)
-    down = 1.0 - (1.0 - cfg.final_lr_frac) * into_warmdown
+    into_warmdown = jnp.clip((p - (1.0 - v['warmdown_frac'])) / v['warmdown_frac'], 0.0, 1.0)
+    down = 1.0 - (1.0 - v['final_lr_frac']) * into_warmdown
   else:
     down = 1.0
   return warm * down
 
 
-def _adamw(lr: float, cfg: OptimConfig, weight_decay: float = 0.0):
-  return optax.adamw(lr, b1=cfg.beta1, b2=cfg.beta2, eps=1e-8, weight_decay=weight_decay)
+def _adamw(lr, v: Values, weight_decay=0.0):
+  return optax.adamw(lr, b1=v['beta1'], b2=v['beta2'], eps=1e-8, weight_decay=weight_decay)
 
 
 def param_labels(params):
@@ -78,10 +123,12 @@ def param_labels(params):
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-def build(cfg: OptimConfig, params) -> optax.GradientTransformation:
-  """The optax transformation for `params` (an `nnx.State`), at peak learning rates."""
+def build(cfg: OptimConfig, params, values: Optional[Values] = None) -> optax.GradientTransformation:
+  """The optax transformation for `params` (an `nnx.State`), at peak learning rates;
+  the numbers from `values` when given (the branches from `cfg`)."""
   if cfg.optimizer not in ('adamw', 'muon'):
     raise ValueError(f'optimizer={cfg.optimizer!r} not in (adamw, muon)')
+  v = _numbers(cfg, values)
 
   def matrix():
     # A refinement is read only where it changes something: cautious decay with some
@@ -90,28 +137,28 @@ def build(cfg: OptimConfig, params) -> optax.GradientTransformation:
     normuon = cfg.optimizer == 'muon' and cfg.normuon
     if cfg.optimizer == 'adamw':
       if not cautious:
-        return _adamw(cfg.matrix_lr, cfg, cfg.weight_decay)
-      return optax.chain(optax.scale_by_adam(b1=cfg.beta1, b2=cfg.beta2, eps=1e-8),
-                         cautious_decayed_weights(cfg.weight_decay),
-                         optax.scale_by_learning_rate(cfg.matrix_lr))
+        return _adamw(v['matrix_lr'], v, v['weight_decay'])
+      return optax.chain(optax.scale_by_adam(b1=v['beta1'], b2=v['beta2'], eps=1e-8),
+                         cautious_decayed_weights(v['weight_decay']),
+                         optax.scale_by_learning_rate(v['matrix_lr']))
     if not (cautious or normuon):
-      return optax.contrib.muon(cfg.muon_lr, beta=cfg.muon_momentum,
-                                weight_decay=cfg.weight_decay, nesterov=True)
-    decay = (cautious_decayed_weights(cfg.weight_decay) if cautious
-             else optax.add_decayed_weights(cfg.weight_decay))
-    return optax.chain(optax.contrib.scale_by_muon(beta=cfg.muon_momentum, nesterov=True,
+      return optax.contrib.muon(v['muon_lr'], beta=v['muon_momentum'],
+                                weight_decay=v['weight_decay'], nesterov=True)
+    decay = (cautious_decayed_weights(v['weight_decay']) if cautious
+             else optax.add_decayed_weights(v['weight_decay']))
+    return optax.chain(optax.contrib.scale_by_muon(beta=v['muon_momentum'], nesterov=True,
                                                    weight_dimension_numbers=_matrix_dims),
                        scale_by_width(),
                        *([scale_by_neuron_rms(NORMUON_BETA2)] if normuon else []),
-                       decay, optax.scale_by_learning_rate(cfg.muon_lr))
+                       decay, optax.scale_by_learning_rate(v['muon_lr']))
   labels = param_labels(params)
   present = set(jax.tree_util.tree_leaves(labels))
   # Only the groups that hold parameters: an empty group's settings train nothing.
-  makers = {'matrix': matrix, 'embed': lambda: _adamw(cfg.embed_lr, cfg),
-            'head': lambda: _adamw(cfg.head_lr, cfg), 'scalar': lambda: _adamw(cfg.scalar_lr, cfg)}
+  makers = {'matrix': matrix, 'embed': lambda: _adamw(v['embed_lr'], v),
+            'head': lambda: _adamw(v['head_lr'], v), 'scalar': lambda: _adamw(v['scalar_lr'], v)}
   tx = optax.multi_transform({g: makers[g]() for g in GROUPS if g in present}, labels)
   if cfg.grad_clip > 0:
-    tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
+    tx = optax.chain(optax.clip_by_global_norm(v['grad_clip']), tx)
   return tx
 
 

@@ -18,6 +18,14 @@ def stdlib_corpus():
   return corpora.load_corpus('pystdlib')
 
 
+@pytest.fixture(autouse=True)
+def fresh_programs():
+  """Each test compiles its own programs: one that patches what a step computes must not
+  be handed another test's compiled step (autoresearch/trial/programs.py)."""
+  from autoresearch.trial import programs
+  programs.CACHE.clear()
+
+
 @pytest.fixture(autouse=True, scope='session')
 def corpus_once_per_setting():
   """Every search a test runs loads its corpus from the config (about 1 s: the splits'

@@ -42,6 +42,7 @@ _RULES = {
     'reference_flops_per_second': (lambda x: _finite(x) and x > 0, 'a finite FLOP/s > 0'),
     'attention': (lambda x: x in ATTENTIONS, f'one of {ATTENTIONS}'),
     'sync_steps': (lambda x: _nonnegative_int(x) and x > 0, 'a whole number of steps > 0'),
+    'program_cache_entries': (_nonnegative_int, 'a whole number >= 0 (0: none kept)'),
 }
 
 
@@ -65,6 +66,7 @@ class TrialConfig:
   attention: str             # attention kernel: 'auto' (the backend's faster) | explicit |
                              # xla | cudnn
   sync_steps: int            # steps; on several hosts process 0's plan is shared once per this many
+  program_cache_entries: int  # genotypes whose compiled programs stay in memory (programs.py)
 
   def __post_init__(self):
     problems = [f'trial.{name}={getattr(self, name)!r} must be {what}'

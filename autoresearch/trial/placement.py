@@ -58,5 +58,3 @@ class Placement:
     """A global array from a host array every process holds whole (each process
     transfers only its own devices' part)."""
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
-
-

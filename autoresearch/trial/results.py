@@ -71,7 +71,8 @@ Watcher = Callable[[LossReading], Optional[Stop]]
 class Built(NamedTuple):
   """A genotype compiled for a placement, before its clock starts. `runner.train` donates
   `params` and `opt_state`: they are unusable once it has run."""
-  train_step: Any              # compiled (params, opt_state, batch, progress) -> (.., .., loss)
+  train_step: Any              # compiled (param leaves, opt_state leaves, batch, progress,
+                               # values) -> (param leaves, opt_state leaves, loss)
   eval_step: Any               # compiled (params, inputs, targets, mask) -> nats per batch
   params: Any                  # initial parameters (float32 master weights, placed)
   opt_state: Any               # initial optimizer state (placed)
@@ -80,9 +81,10 @@ class Built(NamedTuple):
   optim_cfg: Any               # autoresearch.optim.OptimConfig
   batch_size: int              # sequences per optimizer step
   seq_len: int                 # tokens per sequence
-  compile_seconds: float       # seconds from abstract shapes to both steps compiled
+  compile_seconds: float       # seconds getting the compiled programs (about 0 when cached)
   num_params: int              # parameters of the model
   memory_gb: float             # GB per device the train step needs (XLA's memory analysis)
+  values: Any = None           # the recipe's numbers the steps take (optim.runtime_values), placed
   warmup_step: Any = None      # compiled half-batch step of a batch-size warmup, or None
   warmup_until: float = 0.0    # progress before which `warmup_step` trains (0: never)
 

@@ -43,15 +43,17 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 from flax import nnx
 
 from autoresearch.data import corpora
 from autoresearch.runtime import faults
 from autoresearch.space import genotype as genotype_lib
-from autoresearch.trial import hardware, scoring
+from autoresearch.trial import hardware, programs, scoring
 from autoresearch.trial.config import ConfigError, TrialConfig
 from autoresearch.trial.placement import Placement
+from autoresearch.trial.programs import ProgramKey, Programs
 from autoresearch.trial.results import Built, Scores, Trained, TrialResult, Watcher
 from autoresearch.trial.scoring import evaluate
 from autoresearch.trial.steps import make_train_step
@@ -102,46 +104,65 @@ def _check_batching(genotype, cfg: TrialConfig, num_devices: int) -> int:
   return batch_size // micro
 
 
+def _compile_all(key: ProgramKey, placement: Placement) -> Programs:
+  """Every program of `key` compiled ahead of time for `placement`, from abstract shapes."""
+  model_cfg, optim_program = key.model_cfg, key.optim_program
+  graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: gpt.GPT(model_cfg, nnx.Rngs(0))))
+  tx = optim.build(optim_program, abstract_params)
+  params_sh = placement.state(abstract_params)
+  opt_sh = placement.state(jax.eval_shape(tx.init, abstract_params))
+  init_params = jax.jit(lambda seed: nnx.state(gpt.GPT(model_cfg, nnx.Rngs(jax.random.key(seed)))),
+                        in_shardings=placement.replicated, out_shardings=params_sh).lower(
+      jax.ShapeDtypeStruct((), jnp.int32)).compile()
+  init_opt_state = jax.jit(tx.init, in_shardings=(params_sh,), out_shardings=opt_sh).lower(
+      abstract_params).compile()
+  specs = (abstract_params, jax.eval_shape(tx.init, abstract_params),
+           jax.ShapeDtypeStruct((key.batch_shape[0], key.batch_shape[1] + 1), jnp.uint8),
+           jax.ShapeDtypeStruct((), jnp.float32),
+           {name: jax.ShapeDtypeStruct((), jnp.float32) for name in optim.RUNTIME_FIELDS})
+  shardings = (params_sh, opt_sh, placement.batch)
+  specs = (jax.tree_util.tree_leaves(specs[0]), jax.tree_util.tree_leaves(specs[1])) + specs[2:]
+  train_step = make_train_step(graphdef, optim_program, key.micro_batches, shardings,
+                               flat=True).lower(*specs).compile()
+  warmup_step = None
+  if key.half_batch_step:
+    warmup_step = make_train_step(graphdef, optim_program, max(1, key.micro_batches // 2),
+                                  shardings, half_batch=True, flat=True).lower(*specs).compile()
+  eval_step = scoring.make_eval_step(graphdef, (params_sh, placement.batches)).lower(
+      abstract_params, *(jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in key.eval_specs)
+  ).compile()
+  return Programs(graphdef, init_params, init_opt_state, train_step, warmup_step, eval_step)
+
+
 def build(genotype: genotype_lib.Genotype, corpus: corpora.Corpus, cfg: TrialConfig,
           placement: Placement, score_test: bool = False) -> Built:
-  """Initial state and both steps of a (made) genotype compiled ahead of time for
-  `placement`, timed: everything a trial does before its clock starts."""
+  """Initial state and every step of a (made) genotype, compiled ahead of time for
+  `placement` or taken from the programs of a genotype that differs only in numbers
+  (`programs.py`): everything a trial does before its clock starts."""
   model_cfg = gpt.resolve_attention(dataclasses.replace(
       genotype_lib.model_config(genotype, cfg.compute_dtype), attention=cfg.attention))
   optim_cfg = genotype_lib.optim_config(genotype)
   batch_size, seq_len = genotype['batch_size'], genotype['seq_len']
   micro_batches = _check_batching(genotype, cfg, placement.num_devices)
-
-  # Abstract shapes first, then compile everything before the clock starts.
-  compile_start = time.perf_counter()
-  graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: gpt.GPT(model_cfg, nnx.Rngs(0))))
-  tx = optim.build(optim_cfg, abstract_params)
-  params_sh = placement.state(abstract_params)
-  opt_sh = placement.state(jax.eval_shape(tx.init, abstract_params))
-  init = jax.jit(lambda key: nnx.state(gpt.GPT(model_cfg, nnx.Rngs(key))), out_shardings=params_sh)
-  params = init(jax.random.key(cfg.seed))
-  opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
-  batch_spec = jax.ShapeDtypeStruct((batch_size, seq_len + 1), jnp.uint8)
-  progress_spec = jax.ShapeDtypeStruct((), jnp.float32)
-  shardings = (params_sh, opt_sh, placement.batch)
-  train_step = make_train_step(graphdef, tx, optim_cfg, micro_batches, shardings).lower(
-      params, opt_state, batch_spec, progress_spec).compile()
-  warmup_step = None
-  if genotype['batch_warmup']:
-    warmup_step = make_train_step(graphdef, tx, optim_cfg, max(1, micro_batches // 2), shardings,
-                                  half_batch=True).lower(
-        params, opt_state, batch_spec, progress_spec).compile()
   eval_sets = scoring.eval_sets(corpus, cfg.val_bytes, cfg.eval_batch_tokens, seq_len,
                                 placement.num_devices, score_test)
-  eval_step = scoring.make_eval_step(graphdef, (params_sh, placement.batches)).lower(
-      params, *(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in eval_sets['val'])).compile()
-  compile_seconds = time.perf_counter() - compile_start
-  return Built(train_step=train_step, eval_step=eval_step, params=params, opt_state=opt_state,
-               eval_sets=eval_sets, model_cfg=model_cfg, optim_cfg=optim_cfg,
-               batch_size=batch_size, seq_len=seq_len, compile_seconds=compile_seconds,
+  key = ProgramKey(model_cfg, optim.program_config(optim_cfg), (batch_size, seq_len),
+                   micro_batches, bool(genotype['batch_warmup']),
+                   tuple((a.shape, str(a.dtype)) for a in eval_sets['val']),
+                   (tuple(d.id for d in placement.mesh.devices.flat), placement.mesh.devices.shape))
+  compiled, compile_seconds, _ = programs.compiled(key, lambda: _compile_all(key, placement),
+                                                   cfg.program_cache_entries)
+  params = compiled.init_params(placement.put(np.asarray(cfg.seed, np.int32), placement.replicated))
+  opt_state = compiled.init_opt_state(params)
+  values = {name: placement.put(np.asarray(value), placement.replicated)
+            for name, value in optim.runtime_values(optim_cfg).items()}
+  return Built(train_step=compiled.train_step, eval_step=compiled.eval_step, params=params,
+               opt_state=opt_state, eval_sets=eval_sets, model_cfg=model_cfg,
+               optim_cfg=optim_cfg, batch_size=batch_size, seq_len=seq_len,
+               compile_seconds=compile_seconds,
                num_params=sum(x.size for x in jax.tree_util.tree_leaves(params)),
-               memory_gb=hardware.compiled_memory_gb(train_step),
-               warmup_step=warmup_step, warmup_until=genotype['batch_warmup'])
+               memory_gb=hardware.compiled_memory_gb(compiled.train_step), values=values,
+               warmup_step=compiled.warmup_step, warmup_until=genotype['batch_warmup'])
 
 
 def run(genotype: genotype_lib.Genotype, corpus: corpora.Corpus, cfg: TrialConfig,

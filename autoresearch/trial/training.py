@@ -62,7 +62,9 @@ def train(built: Built, train_split: np.ndarray, cfg: TrialConfig, watch: Option
   several hosts process 0's plan shared every `cfg.sync_steps` steps) says it runs;
   its batch was sampled and placed ahead by a prefetch thread; every reading goes to
   `watch`."""
-  params, opt_state = built.params, built.opt_state
+  # The steps take the state as lists of leaves (`steps.make_train_step(flat=True)`).
+  params, params_def = jax.tree_util.tree_flatten(built.params)
+  opt_state = jax.tree_util.tree_leaves(built.opt_state)
   batch_size, seq_len = built.batch_size, built.seq_len
 
   def make_batch(rng):
@@ -84,7 +86,8 @@ def train(built: Built, train_split: np.ndarray, cfg: TrialConfig, watch: Option
       if progress is not None:
         batch, train_step = batches.next(), step_at(progress)
         clock.dispatched()
-        params, opt_state, loss = train_step(params, opt_state, batch, np.float32(progress))
+        params, opt_state, loss = train_step(params, opt_state, batch, np.float32(progress),
+                                             built.values)
         dispatched_steps += 1
         pending = (dispatched_steps, loss)
       if previous is None:
@@ -102,6 +105,6 @@ def train(built: Built, train_split: np.ndarray, cfg: TrialConfig, watch: Option
       if own_stop is None and watch is not None:
         own_stop = watch(LossReading(seconds, clock.progress(seconds), step, loss_value,
                                      clock.wall_seconds()))
-  jax.block_until_ready(params)
+  params = jax.block_until_ready(jax.tree_util.tree_unflatten(params_def, params))
   return Trained(params, dispatched_steps, loss_curve, final_train_loss, clock.seconds(), stop,
                  clock.wall_seconds(), step_at.tokens)

@@ -81,11 +81,11 @@ def test_last_layer_is_always_full():
 def _one_step_loss(model_cfg: gpt.GPTConfig, optim_cfg: optim.OptimConfig):
   graphdef, params = nnx.split(gpt.GPT(model_cfg, nnx.Rngs(0)))
   tx = optim.build(optim_cfg, params)
-  step = steps.make_train_step(graphdef, tx, optim_cfg, micro_batches=1)
+  step = steps.make_train_step(graphdef, optim_cfg, micro_batches=1)
   batch = np.random.default_rng(0).integers(0, 256, (2, model_cfg.seq_len + 1), dtype=np.uint8)
-  opt_state = tx.init(params)
-  params, opt_state, loss0 = step(params, opt_state, batch, np.float32(0.0))
-  params, opt_state, loss1 = step(params, opt_state, batch, np.float32(0.5))
+  opt_state, values = tx.init(params), optim.runtime_values(optim_cfg)
+  params, opt_state, loss0 = step(params, opt_state, batch, np.float32(0.0), values)
+  params, opt_state, loss1 = step(params, opt_state, batch, np.float32(0.5), values)
   return float(loss0), float(loss1)
 
 

@@ -175,9 +175,10 @@ def test_a_half_batch_step_trains_the_even_rows_at_a_scaled_learning_rate():
   batch = jnp.concatenate([BATCH, BATCH[::-1]])   # 6 rows: the even ones are rows 0, 2, 4
 
   def delta(half_batch, rows):
-    step = steps.make_train_step(graphdef, tx, optim_cfg, 1, half_batch=half_batch)
+    step = steps.make_train_step(graphdef, optim_cfg, 1, half_batch=half_batch)
     fresh = jax.tree_util.tree_map(jnp.copy, params)
-    new, _, loss = step(fresh, tx.init(params), rows, jnp.float32(0.2))
+    new, _, loss = step(fresh, tx.init(params), rows, jnp.float32(0.2),
+                        optim.runtime_values(optim_cfg))
     return jax.tree_util.tree_map(jnp.subtract, new, params), loss
   half, half_loss = delta(True, batch)
   full, full_loss = delta(False, batch[::2])

@@ -153,7 +153,7 @@ def test_compile_failure_is_a_crash(corpus, tiny_setup, monkeypatch):
     raise RuntimeError('RESOURCE_EXHAUSTED: out of memory while compiling')
 
   monkeypatch.setattr(runner, 'make_train_step', broken)
-  result = runner.run(genotype, corpus, cfg)
+  result = runner.run(genotype, corpus, dataclasses.replace(cfg, program_cache_entries=0))
   assert result.status == 'crash' and 'RESOURCE_EXHAUSTED' in result.reason
 
 
@@ -193,8 +193,8 @@ class _SlowDevice:
   def __init__(self, step, seconds: float):
     self.step, self.seconds, self.ready_at, self.progress = step, seconds, 0.0, []
 
-  def __call__(self, params, opt_state, batch, progress):
-    params, opt_state, loss = self.step(params, opt_state, batch, progress)
+  def __call__(self, params, opt_state, batch, progress, values):
+    params, opt_state, loss = self.step(params, opt_state, batch, progress, values)
     self.ready_at = max(time.perf_counter(), self.ready_at) + self.seconds
     self.progress.append(float(progress))
     return params, opt_state, _LateLoss(loss, self.ready_at)
@@ -267,8 +267,9 @@ def test_micro_batches_match_the_full_batch(tiny_setup):
   for micro in (1, 2, 4):
     graphdef, params = nnx.split(gpt.GPT(model_cfg, nnx.Rngs(0)))
     tx = optim.build(optim_cfg, params)
-    step = steps.make_train_step(graphdef, tx, optim_cfg, micro)
-    params, _, loss = step(params, tx.init(params), batch, np.float32(0.0))
+    step = steps.make_train_step(graphdef, optim_cfg, micro)
+    params, _, loss = step(params, tx.init(params), batch, np.float32(0.0),
+                           optim.runtime_values(optim_cfg))
     outputs.append((float(loss), jax.tree_util.tree_leaves(params)))
   for loss, leaves in outputs[1:]:
     # Same math, summed in a different order: float32 rounding only.
