@@ -99,7 +99,8 @@ def agent_mix(agent: str, trials: int) -> list[dict]:
   config = search_quality.arm_config(config, agent, seed=0)
   config = harness.search_config(config, seed=0, max_trials=trials)
   s = harness.search_on(landscape.draw(jax.random.key(LANDSCAPE_SEED),
-                                       config.trial.budget_seconds), config)
+                                       config.trial.budget_seconds), config,
+                        workdir=tempfile.mkdtemp())   # Optuna's agents keep a study there
   return [dict(row.genotype) for row in s.store.rows]
 
 
@@ -180,7 +181,10 @@ def summary(rows: list[dict]) -> dict:
           'mean': statistics.mean(fixed),
           'compile_mean': statistics.mean(r['compile_seconds'] for r in rows),
           'eval_mean': statistics.mean(r['eval_seconds'] for r in rows),
-          'compiled_under_0.05s': sum(r['compile_seconds'] < 0.05 for r in rows)}
+          'refused': sum(r['status'] == 'crash' and r['reason'].startswith('invalid genotype')
+                         for r in rows),
+          'compiled_under_0.05s': sum(r['compile_seconds'] < 0.05 and r['steps'] > 0
+                                      for r in rows)}
 
 
 def report(results: str, mixes) -> None:
@@ -199,7 +203,8 @@ def report(results: str, mixes) -> None:
             f'p90 {s["p90"]:.3f}, mean {s["mean"]:.3f} (compile {s["compile_mean"]:.3f}, '
             f'scoring {s["eval_mean"]:.3f}, the rest '
             f'{s["mean"] - s["compile_mean"] - s["eval_mean"]:.3f}); '
-            f'{s["compiled_under_0.05s"]} compiled in < 0.05 s')
+            f'{s["refused"]} refused at once, {s["compiled_under_0.05s"]} of the rest compiled '
+            f'in < 0.05 s')
     both = [(o['val_bpb'], by_code['new'][i]['val_bpb']) for i, o in by_code['old'].items()
             if i in by_code['new'] and o['status'] == by_code['new'][i]['status'] == 'ok']
     worst = max((abs(a - b) for a, b in both), default=float('nan'))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 
 class ProgramKey(NamedTuple):
@@ -36,9 +36,10 @@ class ProgramKey(NamedTuple):
 class Programs(NamedTuple):
   """Compiled programs of one `ProgramKey`."""
   graphdef: Any                # the model's nnx graph definition
-  init_params: Any             # compiled: PRNG key -> placed parameters
+  init_params: Any             # compiled: seed (int32, placed) -> placed parameters
   init_opt_state: Any          # compiled: parameters -> placed optimizer state
-  train_step: Any              # compiled (params, opt_state, batch, progress, values) -> ...
+  train_step: Any              # compiled (param leaves, opt_state leaves, batch, progress,
+                               # values) -> (param leaves, opt_state leaves, loss)
   warmup_step: Any             # the half-batch step, or None
   eval_step: Any               # compiled (params, inputs, targets, mask) -> nats per batch
 
@@ -83,8 +84,8 @@ CACHE = ProgramCache()
 
 
 def compiled(key: ProgramKey, compile_all: Callable[[], Programs],
-             capacity: int, cache: Optional[ProgramCache] = None) -> tuple[Programs, float, bool]:
+             capacity: int) -> tuple[Programs, float, bool]:
   """(programs, seconds spent getting them, whether the cache had them)."""
   start = time.perf_counter()
-  programs, hit = (cache or CACHE).get(key, compile_all, capacity)
+  programs, hit = CACHE.get(key, compile_all, capacity)
   return programs, time.perf_counter() - start, hit

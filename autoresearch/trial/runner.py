@@ -8,8 +8,11 @@ training seconds, scored in validation bits per byte.
     scores = scoring.evaluate(built, trained.params, placement)
 
 * Compilation is ahead of time (`jit(...).lower(...).compile()`), timed, and outside
-  the budget; JAX's persistent compilation cache (`enable_compilation_cache`) makes a
-  genotype seen before compile at once.
+  the budget. A genotype that differs from one built before only in the recipe's
+  numbers (learning rates, betas, decay, clip, schedule) reuses its compiled programs
+  from the process's cache (`programs.py`), the numbers being inputs of the train step;
+  JAX's persistent compilation cache (`enable_compilation_cache`) spares the backend
+  compile of a program seen in an earlier process.
 * Training (`training.py`) runs until `budget_seconds` of training time are spent on
   the trial's clock (`trial.clock`: the machine's seconds, or model FLOPs at a
   reference rate; see `clocks.py`). Every loss reading goes to `watch`, which may stop
@@ -116,12 +119,13 @@ def _compile_all(key: ProgramKey, placement: Placement) -> Programs:
       jax.ShapeDtypeStruct((), jnp.int32)).compile()
   init_opt_state = jax.jit(tx.init, in_shardings=(params_sh,), out_shardings=opt_sh).lower(
       abstract_params).compile()
-  specs = (abstract_params, jax.eval_shape(tx.init, abstract_params),
+  # The steps take the state as lists of leaves (`steps.make_train_step(flat=True)`).
+  specs = (jax.tree_util.tree_leaves(abstract_params),
+           jax.tree_util.tree_leaves(jax.eval_shape(tx.init, abstract_params)),
            jax.ShapeDtypeStruct((key.batch_shape[0], key.batch_shape[1] + 1), jnp.uint8),
            jax.ShapeDtypeStruct((), jnp.float32),
            {name: jax.ShapeDtypeStruct((), jnp.float32) for name in optim.RUNTIME_FIELDS})
   shardings = (params_sh, opt_sh, placement.batch)
-  specs = (jax.tree_util.tree_leaves(specs[0]), jax.tree_util.tree_leaves(specs[1])) + specs[2:]
   train_step = make_train_step(graphdef, optim_program, key.micro_batches, shardings,
                                flat=True).lower(*specs).compile()
   warmup_step = None

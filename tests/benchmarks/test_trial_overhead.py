@@ -21,7 +21,7 @@ def test_gene_edits_are_the_baseline_and_every_valid_single_gene_edit_of_it():
 def _row(mix, code, index, total, train, compile_seconds, bpb, status='ok'):
   return {'mix': mix, 'code': code, 'index': index, 'total_seconds': total,
           'wall_train_seconds': train, 'compile_seconds': compile_seconds, 'eval_seconds': 0.25,
-          'val_bpb': bpb, 'status': status}
+          'val_bpb': bpb, 'status': status, 'reason': '', 'steps': 10}
 
 
 def test_the_report_pairs_old_and_new_and_ends_with_the_trials_per_hour_ratio(tmp_path, capsys):
@@ -34,7 +34,15 @@ def test_the_report_pairs_old_and_new_and_ends_with_the_trials_per_hour_ratio(tm
   lines = capsys.readouterr().out.splitlines()
   assert lines[1].startswith('ppo new: 3 trials, fixed seconds median 0.500, p90 4.000, '
                              'mean 1.667 (compile 1.000, scoring 0.250, the rest 0.417)')
-  assert '2 compiled in < 0.05 s' in lines[1]
+  assert '0 refused at once, 2 of the rest compiled in < 0.05 s' in lines[1]
   assert lines[2].startswith('ppo: max |new - old| val_bpb 1.00e-04 over 2 trials both scored')
   assert lines[-3:] == ['fixed_seconds_median: 0.500', 'fixed_seconds_p90: 4.000',
                         f'trials_per_hour_ratio: {(4 + 20 / 3) / (4 + 5 / 3):.3f}']
+
+
+def test_a_genotype_refused_at_once_is_not_counted_as_a_compile_hit():
+  refused = dict(_row('cmaes', 'new', 0, 0.01, 0.0, 0.0, None, status='crash'),
+                 reason='invalid genotype: n_kv_heads=2 must divide n_heads=1', steps=0)
+  hit = _row('cmaes', 'new', 1, 2.0, 1.0, 0.0, 3.0)
+  figures = trial_overhead.summary([refused, hit])
+  assert (figures['refused'], figures['compiled_under_0.05s']) == (1, 1)

@@ -127,7 +127,8 @@ def _edits_checked_against_their_own_build(genotype, max_params, edits):
     child_reads = builds.build_reads(genotype_lib.model_config(child),
                                      genotype_lib.optim_config(child),
                                      (child['batch_size'], child['seq_len']))
-    differs = child_reads != parent_reads or child['batch_size'] != genotype['batch_size']
+    differs = child_reads != parent_reads or any(
+        child[name] != genotype[name] for name in genotype_lib.TRAIN_ONLY_GENES)
     assert mask[i, j] == differs, (gene.name, genotype[gene.name], gene.values[j])
 
 
