@@ -148,7 +148,10 @@ class JaxStep:
                prefetch_batches: bool = True):
     self.placement = placement.Placement.over(jax.devices()[:1], trial_cfg.fsdp)
     built = trial_runner.build(genotype_lib.make(genotype), corpus, trial_cfg, self.placement)
-    self.train_step, self.params, self.opt_state = built.train_step, built.params, built.opt_state
+    # The trial's step takes the state as lists of leaves and the recipe's numbers as inputs.
+    self.train_step, self.values = built.train_step, built.values
+    self.params = jax.tree_util.tree_leaves(built.params)
+    self.opt_state = jax.tree_util.tree_leaves(built.opt_state)
     self.compile_seconds = built.compile_seconds
     self.num_params = built.num_params
     self.model_cfg = built.model_cfg
@@ -161,7 +164,7 @@ class JaxStep:
 
   def step(self, batch, progress):
     self.params, self.opt_state, loss = self.train_step(
-        self.params, self.opt_state, batch, np.float32(progress))
+        self.params, self.opt_state, batch, np.float32(progress), self.values)
     return loss
 
   @staticmethod
