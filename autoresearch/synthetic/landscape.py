@@ -16,8 +16,9 @@ structure the real landscape has:
 * a crash region: where a weighted sum of three genes' positions passes a threshold
   (about 10% of uniformly drawn genotypes), the trial diverges; genotypes that cannot
   be built (`genotype.check`) are invalid there as they are in a real trial;
-* Gaussian noise of a known σ, drawn from the trial's seed and the genotype, so that
-  one genotype and seed always give one val_bpb, and re-runs (seed + 1) differ.
+* Gaussian noise of a known σ, drawn from the landscape, the trial's seed and the
+  genotype, so that one genotype and seed always give one val_bpb on a landscape,
+  re-runs (seed + 1) differ, and two landscapes draw a genotype independent noise.
 
 `value(landscape, indices, key)` is pure JAX, jitted and vmappable over genotypes
 (`indices`: int32 (N_GENES,), each gene's value index) and keys. `make_runner` wraps a
@@ -153,8 +154,18 @@ def indices_of(genotype) -> np.ndarray:
                   np.int32)
 
 
-def _noise_key(seed: int, genotype_id: str, split: str) -> jax.Array:
-  digest = hashlib.sha256(f'{seed}:{genotype_id}:{split}'.encode()).digest()
+def fingerprint(landscape: Landscape) -> str:
+  """A digest of the landscape's arrays: what tells one member of the family from another."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree_util.tree_leaves(landscape):
+    digest.update(np.asarray(leaf).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def _noise_key(landscape_id: str, seed: int, genotype_id: str, split: str) -> jax.Array:
+  """The noise of (landscape, trial seed, genotype, split): one genotype draws independent
+  noise on two landscapes, as it would on two real tasks."""
+  digest = hashlib.sha256(f'{landscape_id}:{seed}:{genotype_id}:{split}'.encode()).digest()
   return jax.random.key(int.from_bytes(digest[:4], 'little'))
 
 
@@ -162,6 +173,8 @@ def make_runner(landscape: Landscape, max_params: int = 0, max_step_flops: float
   """A `runner.run` stand-in scoring genotypes on `landscape`: invalid genotypes and the
   crash region are crashes, others score their val_bpb with the noise of (seed,
   genotype); the watcher sees one reading at the end of the budget and may stop it."""
+  landscape_id = fingerprint(landscape)
+
   def run(genotype, corpus=None, cfg=None, watch=None, score_test: bool = False,
           devices: Optional[list] = None) -> TrialResult:
     gid = genotype_lib.genotype_id(genotype)
@@ -170,7 +183,7 @@ def make_runner(landscape: Landscape, max_params: int = 0, max_step_flops: float
       return TrialResult(gid, dict(genotype), status='crash', reason=reason)
     indices = jnp.asarray(indices_of(genotype))
     seed = 0 if cfg is None else cfg.seed
-    bpb, crashed = value(landscape, indices, _noise_key(seed, gid, 'val'))
+    bpb, crashed = value(landscape, indices, _noise_key(landscape_id, seed, gid, 'val'))
     budget = 1.0 if cfg is None else cfg.budget_seconds
     if bool(crashed):
       return TrialResult(gid, dict(genotype), status='crash',
@@ -182,7 +195,7 @@ def make_runner(landscape: Landscape, max_params: int = 0, max_step_flops: float
                            predicted_bpb=stop.predicted_bpb, train_seconds=budget, steps=1)
     test = None
     if score_test:
-      test = float(value(landscape, indices, _noise_key(seed, gid, 'test'))[0])
+      test = float(value(landscape, indices, _noise_key(landscape_id, seed, gid, 'test'))[0])
     return TrialResult(gid, dict(genotype), status='ok', val_bpb=float(bpb), test_bpb=test,
                        train_seconds=budget, total_seconds=budget, steps=1)
   return run

@@ -102,3 +102,19 @@ def test_the_real_search_loop_runs_on_a_landscape(tmp_path):
 # benchmarks/learning.py (paired seeds, bootstrap CI): at the effect once seen on seeds
 # held out for a test (+0.045 bpb after 60 trials, paired differences of sd about 0.22),
 # a 95% CI above 0 with 80% power needs about 190 pairs, some 14 minutes.
+
+
+def test_two_landscapes_draw_one_genotype_independent_noise():
+  genotype = genotype_lib.from_config(default.get_config())
+  indices = jnp.asarray(landscape.indices_of(genotype))
+  standardised = []
+  for seed in range(40):
+    land = landscape.draw(jax.random.key(seed))
+    result = landscape.make_runner(land)(genotype)
+    standardised.append((result.val_bpb - float(landscape.mean_bpb(land, indices)))
+                        / float(land.noise_sigma))
+  # With one shared draw all 40 would be equal; independent standard normals spread.
+  assert len({round(z, 6) for z in standardised}) == 40
+  assert 0.5 < np.std(standardised) < 1.6
+  assert landscape.fingerprint(landscape.draw(jax.random.key(3))) == landscape.fingerprint(
+      landscape.draw(jax.random.key(3)))
