@@ -1,5 +1,5 @@
 """The light types of a trial: what its watcher is fed and may answer, what it
-measured, and what its stages (`runner.build`, `runner.train`, `scoring.evaluate`) hand
+measured, and what its stages (`runner.build`, `training.train`, `scoring.evaluate`) hand
 on. No JAX here, so that the evaluator and other light modules can use them without
 loading the training stack."""
 
@@ -69,7 +69,7 @@ Watcher = Callable[[LossReading], Optional[Stop]]
 
 
 class Built(NamedTuple):
-  """A genotype compiled for a placement, before its clock starts. `runner.train` donates
+  """A genotype compiled for a placement, before its clock starts. `training.train` donates
   `params` and `opt_state`: they are unusable once it has run."""
   train_step: Any              # compiled (param leaves, opt_state leaves, batch, progress,
                                # values) -> (param leaves, opt_state leaves, loss)
