@@ -199,11 +199,11 @@ class GPT(nnx.Module):
     from position t (an auxiliary head); the second is what a trial reports."""
     inputs, targets = batch_BxT1[:, :-1].astype(jnp.int32), batch_BxT1[:, 1:]
     x_BxTxD = self.hidden(inputs, progress)
-    next_nats = jnp.mean(_cross_entropy(self._logits(x_BxTxD, self._main_head()), targets))
+    next_nats = jnp.mean(cross_entropy_nats(self._logits(x_BxTxD, self._main_head()), targets))
     if self.mtp_head is None:
       return next_nats, next_nats
     ahead_BxTxV = self._logits(x_BxTxD[:, :-1], self.mtp_head[...])
-    ahead_nats = jnp.mean(_cross_entropy(ahead_BxTxV, batch_BxT1[:, 2:]))
+    ahead_nats = jnp.mean(cross_entropy_nats(ahead_BxTxV, batch_BxT1[:, 2:]))
     return next_nats + self.cfg.mtp_weight * ahead_nats, next_nats
 
   def hidden(self, tokens_BxT, progress=None):
@@ -269,8 +269,8 @@ class GPT(nnx.Module):
     return logits_BxTxV
 
 
-def _cross_entropy(logits_BxTxV, targets_BxT):
-  """Per-token cross-entropy in nats (float32)."""
+def cross_entropy_nats(logits_BxTxV, targets_BxT):
+  """Per-token cross-entropy in nats (float32): what training minimises and scoring sums."""
   return optax.softmax_cross_entropy_with_integer_labels(
       logits_BxTxV.astype(jnp.float32), targets_BxT.astype(jnp.int32))
 

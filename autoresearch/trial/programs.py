@@ -42,6 +42,7 @@ class Programs(NamedTuple):
                                # values) -> (param leaves, opt_state leaves, loss)
   warmup_step: Any             # the half-batch step, or None
   eval_step: Any               # compiled (params, inputs, targets, mask) -> nats per batch
+  memory_gb: float             # GB per device the train step needs (XLA's memory analysis)
 
 
 class ProgramCache:

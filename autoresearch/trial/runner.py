@@ -135,7 +135,8 @@ def _compile_all(key: ProgramKey, placement: Placement) -> Programs:
   eval_step = scoring.make_eval_step(graphdef, (params_sh, placement.batches)).lower(
       abstract_params, *(jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in key.eval_specs)
   ).compile()
-  return Programs(graphdef, init_params, init_opt_state, train_step, warmup_step, eval_step)
+  return Programs(graphdef, init_params, init_opt_state, train_step, warmup_step, eval_step,
+                  hardware.compiled_memory_gb(train_step))
 
 
 def build(genotype: genotype_lib.Genotype, corpus: corpora.Corpus, cfg: TrialConfig,
@@ -165,7 +166,7 @@ def build(genotype: genotype_lib.Genotype, corpus: corpora.Corpus, cfg: TrialCon
                optim_cfg=optim_cfg, batch_size=batch_size, seq_len=seq_len,
                compile_seconds=compile_seconds,
                num_params=sum(x.size for x in jax.tree_util.tree_leaves(params)),
-               memory_gb=hardware.compiled_memory_gb(compiled.train_step), values=values,
+               memory_gb=compiled.memory_gb, values=values,
                warmup_step=compiled.warmup_step, warmup_until=genotype['batch_warmup'])
 
 

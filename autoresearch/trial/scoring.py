@@ -18,18 +18,12 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from autoresearch.data import corpora, windows
 from autoresearch.trial.results import Scores, bits_per_byte
-
-
-def cross_entropy_nats(logits_BxTxV, targets_BxT):
-  """Per-token cross-entropy in nats (float32)."""
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits_BxTxV.astype(jnp.float32), targets_BxT.astype(jnp.int32))
+from models import gpt
 
 
 def make_eval_step(graphdef, shardings: Optional[tuple] = None):
@@ -39,7 +33,7 @@ def make_eval_step(graphdef, shardings: Optional[tuple] = None):
   def batch_nats(params, batch):
     inputs, targets, mask = batch
     logits = nnx.merge(graphdef, params)(inputs.astype(jnp.int32))
-    return jnp.sum(jnp.where(mask, cross_entropy_nats(logits, targets), 0.0))
+    return jnp.sum(jnp.where(mask, gpt.cross_entropy_nats(logits, targets), 0.0))
 
   def eval_step(params, inputs, targets, mask):
     _, nats = jax.lax.scan(lambda carry, batch: (carry, batch_nats(params, batch)), None,

@@ -13,7 +13,7 @@ from models import gpt
 def _one_batch_nats(graphdef, params, inputs, targets, mask):
   """The summed nats of one batch, as the evaluation computed them batch by batch."""
   logits = nnx.merge(graphdef, params)(jnp.asarray(inputs, jnp.int32))
-  return jnp.sum(jnp.where(mask, scoring.cross_entropy_nats(logits, targets), 0.0))
+  return jnp.sum(jnp.where(mask, gpt.cross_entropy_nats(logits, targets), 0.0))
 
 
 def test_a_split_is_one_call_and_one_transfer_of_the_per_batch_sums(stdlib_corpus,
