@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import os
 import statistics
 import sys
@@ -38,12 +37,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
-from scipy import stats as scipy_stats  # noqa: E402
 
 from autoresearch.data import corpora  # noqa: E402
 from autoresearch.space import genotype as genotype_lib  # noqa: E402
 from autoresearch.trial import runner  # noqa: E402
 from autoresearch.trial.config import TrialConfig  # noqa: E402
+from benchmarks import stats  # noqa: E402
 
 
 FLAGS = flags.FLAGS
@@ -91,15 +90,6 @@ def pair_of(gene: str) -> tuple[str, str]:
   return off, on
 
 
-def exact_sign_flip_p(differences: list[float]) -> float:
-  """Two-sided p of a zero mean: the share of all 2^n sign patterns whose |mean| is at
-  least the observed one (exact; n small)."""
-  observed = abs(statistics.mean(differences))
-  means = [abs(statistics.mean(s * d for s, d in zip(signs, differences)))
-           for signs in itertools.product((1, -1), repeat=len(differences))]
-  return sum(m >= observed - 1e-12 for m in means) / len(means)
-
-
 def _done(path: str) -> dict[tuple[str, int], dict]:
   if not os.path.exists(path):
     return {}
@@ -142,12 +132,11 @@ def report(out: str, genes=tuple(GENES)) -> None:
       print(f'{gene}: {len(diffs)} paired seeds so far')
       continue
     measured += 1
-    mean, sd, n = statistics.mean(diffs), statistics.stdev(diffs), len(diffs)
-    half = scipy_stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    resolved += mean + half < 0
+    ci = stats.t_interval(diffs)
+    resolved += ci.high < 0
     steps = [statistics.mean(done[(a, s)]['steps'] for s in seeds) for a in (off, on)]
-    print(f'{gene}: {on} vs {off}: {mean:+.4f} bpb [{mean - half:+.4f}, {mean + half:+.4f}] '
-          f't95, n={n}, exact sign-flip p={exact_sign_flip_p(diffs):.3f}, '
+    print(f'{gene}: {on} vs {off}: {ci.mean:+.4f} bpb [{ci.low:+.4f}, {ci.high:+.4f}] '
+          f't95, n={ci.n}, exact sign-flip p={stats.exact_sign_flip_p(diffs):.3f}, '
           f'steps {steps[0]:.0f} -> {steps[1]:.0f}')
   print(f'genes_with_a_resolved_gain: {resolved} of {measured}')
 

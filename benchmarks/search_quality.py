@@ -38,6 +38,7 @@ bootstrap 95% interval of PPO's re-trained improvement minus that of the best ot
       [--arms=ppo,random] [--results=benchmarks/results/search_quality_cpu]
 """
 
+import collections
 import dataclasses
 import json
 import os
@@ -61,6 +62,7 @@ from autoresearch.trial import runner  # noqa: E402
 from autoresearch.trial.config import TrialConfig  # noqa: E402
 from benchmarks import search_quality_report as report  # noqa: E402
 from configs import default, h100, tiny  # noqa: E402
+from models import optim  # noqa: E402
 
 AGENTS = ('ppo', 'random', 'random_global', 'evolution', 'tpe', 'cmaes')
 ABLATIONS = ('ppo_frozen', 'ppo_scratch', 'ppo_noeval')
@@ -70,6 +72,8 @@ RETRAIN_SEEDS = (90_001, 90_002, 90_003)   # no search trains with these
 # Modelled seconds of the bookkeeping every ledger row pays: the checkpoint save after
 # each trial (0.090 s, benchmarks/checkpoint_cost.py), the proposal and the ledger write.
 ROW_SECONDS = 0.1
+# Compiled programs a trial process keeps (the default `trial.program_cache_entries`).
+PROGRAM_CACHE_ENTRIES = default.get_config().trial.program_cache_entries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +84,7 @@ class Preset:
   seeds: int
   setup_seconds: float    # modelled seconds a trial pays before training (0: its own wall)
   eval_seconds: float     # modelled seconds of scoring a trained trial
+  cached_setup_seconds: float = 0.0   # modelled seconds of a trial whose programs are cached
   corpus: str = ''        # '' = the config's; 'pydoc' = the interpreter's reference manual
 
 
@@ -153,25 +158,56 @@ def arm_config(config, arm: str, seed: int):
   return config
 
 
-def charge(row, preset: Preset) -> float:
-  """Modelled seconds of one ledger row (see the module docstring)."""
+def program_signature(genotype) -> tuple:
+  """What a trial's compiled programs depend on among the genes (`trial.programs.
+  ProgramKey`): two genotypes with one signature share programs, so the second compiles
+  nothing."""
+  return (genotype_lib.model_config(genotype),
+          optim.program_config(genotype_lib.optim_config(genotype)),
+          genotype['batch_size'], genotype['seq_len'], bool(genotype['batch_warmup']))
+
+
+def charges(rows, preset: Preset, cache_entries: int = PROGRAM_CACHE_ENTRIES) -> list[float]:
+  """Modelled seconds of each ledger row (see the module docstring): a row that built
+  its trial pays `setup_seconds`, or `cached_setup_seconds` when the programs of one of
+  the `cache_entries` signatures trained most recently in the run serve it (as
+  `trial.program_cache_entries` keeps them), so the charge depends on the run alone.
+  The baseline's runs are not charged and serve nothing (a later arm of the seed reads
+  them from the baseline cache, compiling nothing)."""
   if preset.setup_seconds == 0.0 and preset.eval_seconds == 0.0:
-    return row.total_seconds
-  setup = preset.setup_seconds if (row.steps > 0 or row.compile_seconds > 0) else 0.0
-  return (ROW_SECONDS + row.train_seconds + setup
-          + (preset.eval_seconds if row.scored else 0.0))
+    return [row.total_seconds for row in rows]
+  recent = collections.OrderedDict()
+  out = []
+  for row in rows:
+    setup = 0.0
+    if not row.is_baseline and (row.steps > 0 or row.compile_seconds > 0):
+      signature = program_signature(genotype_lib.make(row.genotype))
+      setup = preset.cached_setup_seconds if signature in recent else preset.setup_seconds
+      recent[signature] = None
+      recent.move_to_end(signature)
+      while len(recent) > cache_entries:
+        recent.popitem(last=False)
+    out.append(ROW_SECONDS + row.train_seconds + setup
+               + (preset.eval_seconds if row.scored else 0.0))
+  return out
+
+
+def spent_seconds(rows, preset: Preset) -> float:
+  """Modelled seconds of a run's rows (the baseline's runs are not charged)."""
+  return sum(c for row, c in zip(rows, charges(rows, preset)) if not row.is_baseline)
 
 
 def trajectory(rows, preset: Preset) -> list[dict]:
-  """Per row up to the one that spends the run's modelled time: modelled seconds when
-  it finished (0 for the baseline's runs), status, val_bpb, the search's best after it
-  and the best genotype."""
+  """Per row that finished within the run's modelled time: modelled seconds when it
+  finished (0 for the baseline's runs), status, val_bpb, the search's best after it and
+  the best genotype. The row that crosses the run's end is cut: its result came after
+  the run ended, so neither it nor a keep it made counts."""
   spent, points, best = 0.0, [], None
-  for row in rows:
-    if spent >= preset.run_seconds:
-      break   # rows past the run's end (a run resumed under another charge)
+  for row, cost in zip(rows, charges(rows, preset)):
     if not row.is_baseline:
-      spent += charge(row, preset)
+      spent += cost
+    if spent > preset.run_seconds:
+      break
     if row.status == 'keep':
       best = row.genotype
     points.append({'trial': row.trial, 'seconds': spent, 'proposer': row.agent,
@@ -185,7 +221,7 @@ def search_run(preset: Preset, config, arm: str, seed: int, workdir: str) -> dic
   s = loop.Search.open(arm_config(config, arm, seed), workdir)
   try:
     s.measure_noise()
-    while trajectory(s.store.ledger.read_records(), preset)[-1]['seconds'] < preset.run_seconds:
+    while spent_seconds(s.store.ledger.read_records(), preset) < preset.run_seconds:
       s.step()
     rows = s.store.ledger.read_records()
   finally:

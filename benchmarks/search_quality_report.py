@@ -1,8 +1,12 @@
 """What `search_quality.py`'s finished runs show: per-arm improvements with bootstrap 95%
-intervals, PPO minus each other arm paired by seed (interval and sign-flip p-value; for
-the other agents also read at half their time, as if their trials cost double), the
+intervals, PPO minus each other arm paired by seed (interval and sign-flip p-value, and
+at up to `stats.EXACT_MAX_N` seeds the t interval and the exact sign-flip p beside them;
+for the other agents also read at half their time, as if their trials cost double), the
 table, the trajectories and the plot. A run's improvement at a snapshot is the mean
 over the re-training seeds of the baseline's bpb minus the snapshot best's (val or test).
+Arms that made the very same trials on every seed (at a short run length CMA-ES before
+its first generation, or PPO frozen and learning before its first update) are one
+procedure there: the table says so instead of counting them as separate evidence.
 """
 
 import datetime
@@ -72,6 +76,24 @@ def paired(runs: list[dict], arm: str, other: str, split: str = 'val_bpb',
   return stats.bootstrap_mean(diffs), stats.sign_flip_p(diffs), len(diffs)
 
 
+def _trials(run: dict) -> list[tuple]:
+  return [(p['proposer'] != 'baseline', p['status'], p.get('val_bpb')) for p in run['points']]
+
+
+def coincident(runs: list[dict], arm: str, other: str) -> bool:
+  """Whether `arm` and `other` made the same trials with the same results on every seed
+  (both run on the same seeds, at least one)."""
+  mine = {r['seed']: _trials(r) for r in runs if r['arm'] == arm}
+  theirs = {r['seed']: _trials(r) for r in runs if r['arm'] == other}
+  return bool(mine) and mine.keys() == theirs.keys() and all(
+      mine[s] == theirs[s] for s in mine)
+
+
+def identical_to(runs: list[dict], arm: str, arms) -> list[str]:
+  """The other arms of `arms` that coincide with `arm` on every seed."""
+  return [o for o in arms if o != arm and coincident(runs, arm, o)]
+
+
 def headline(runs: list[dict], table: dict) -> tuple[str, float]:
   """(the best other agent by mean re-trained val improvement, the lower 95% bound of PPO
   minus it, paired by seed). Ablations are not other agents. Choosing the best by its
@@ -88,24 +110,37 @@ def _ci(x: stats.Interval) -> str:
   return f'{x.mean:+.4f} [{x.low:+.4f}, {x.high:+.4f}]'
 
 
+def _small_n(runs: list[dict], other: str) -> str:
+  """PPO minus `other` on val as a t interval with the exact sign-flip p, or '-' beyond
+  `stats.EXACT_MAX_N` seeds (or under 2)."""
+  a, b = _by_seed(runs, 'ppo', '1.0', 'val_bpb'), _by_seed(runs, other, '1.0', 'val_bpb')
+  diffs = [a[s] - b[s] for s in sorted(set(a) & set(b)) if math.isfinite(a[s] - b[s])]
+  if not 2 <= len(diffs) <= stats.EXACT_MAX_N:
+    return '-'
+  return f'{_ci(stats.t_interval(diffs))}; p = {stats.exact_sign_flip_p(diffs):.3f}'
+
+
 def table_lines(runs: list[dict], table: dict) -> list[str]:
   lines = ['| arm | seeds | re-trained improvement, val (95% CI) | test (95% CI) | '
-           'claimed by the search | trials per run | aborted % | crashed % |',
-           '|---|---|---|---|---|---|---|---|']
+           'claimed by the search | trials per run | aborted % | crashed % | identical to |',
+           '|---|---|---|---|---|---|---|---|---|']
   for arm, row in table.items():
+    same = ', '.join(identical_to(runs, arm, table)) or '-'
     lines.append(f'| {arm} | {row["runs"]} | {_ci(row["val_bpb"])} | {_ci(row["test_bpb"])} | '
                  f'{row["claimed"]:+.4f} | {row["trials"]:.1f} | {row["aborted"]:.0f} | '
-                 f'{row["crashed"]:.0f} |')
+                 f'{row["crashed"]:.0f} | {same} |')
   if 'ppo' in table:
-    lines += ['', '| ppo minus | seeds | val (95% CI) | p (sign flip) | test (95% CI) |',
-              '|---|---|---|---|---|']
+    lines += ['', '| ppo minus | seeds | val (95% bootstrap CI) | p (sign flip) | '
+              f'val (95% t CI; exact sign-flip p), n <= {stats.EXACT_MAX_N} | test (95% CI) |',
+              '|---|---|---|---|---|---|']
     for other in table:
       if other == 'ppo':
         continue
       val, p, n = paired(runs, 'ppo', other)
       test = paired(runs, 'ppo', other, 'test_bpb')[0]
       if val is not None:
-        lines.append(f'| {other} | {n} | {_ci(val)} | {p:.3f} | '
+        same = ' (identical on every seed)' if coincident(runs, 'ppo', other) else ''
+        lines.append(f'| {other}{same} | {n} | {_ci(val)} | {p:.3f} | {_small_n(runs, other)} | '
                      f'{_ci(test) if test else "-"} |')
     lines += ['', 'The charge gives every built trial the same fixed costs, but a bigger model '
               'compiles longer. If the other agent\'s trials cost double, its run ends at '

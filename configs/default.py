@@ -71,7 +71,17 @@ def trial_config() -> ml_collections.ConfigDict:
       fsdp=False,              # shard parameters and optimizer state over devices; else replicated
       max_steps=0,             # steps; training ends after this many, even within budget; 0 = none
       seed=0,                  # init and batch-sampling seed
-      clock='wall',            # a training second: 'wall' (the machine's) | 'flops' (reproducible)
+      clock='wall',            # a training second: 'wall' (the machine's) | 'modelled' | 'flops' (reproducible)
+      # Under clock='modelled', seconds a step is charged per unit of each feature
+      # (autoresearch/trial/step_cost.py), fitted to idle steps of one lane (one core, XLA on
+      # one thread) of this 2-core CPU by benchmarks/clock_fidelity.py (the fitted features;
+      # the others cost 0).
+      step_cost=ml_collections.ConfigDict(dict(
+          flops=1.4299e-11,    # s per model matmul FLOP (a rate of 70 GFLOP/s)
+          scores=2.1678e-08,   # s per attention score (softmax, masking)
+          extra=5.1603e-08,    # s per residual element of QK-norm, residual mixing, U-net skips
+          muon=7.4139e-12,     # s per FLOP of Muon's Newton-Schulz iterations
+      )),
       # FLOP/s; under clock='flops' a training second is this many model FLOPs: the baseline
       # alone on this idle 2-core CPU (1,369 steps a minute = 1.29e11; today's rate:
       # benchmarks/clock_noise.py's idle_wall_flops_per_second).

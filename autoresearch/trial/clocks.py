@@ -5,12 +5,17 @@ reads `budget_seconds`.
   dispatched only if, started when the step in flight ends, it would end within the
   budget by the median duration of the recent steps, so a trial ends within about one
   step of its budget (never a step or two past it).
-* 'flops': training seconds are the model FLOPs trained so far
-  (`models.gpt.flops_per_token` x tokens) / `reference_flops_per_second`, so a genotype
-  and seed train the same steps at the same learning rates, to the same val_bpb,
-  whether the machine is idle or busy. The budget then holds a whole number of steps
-  (the half-batch steps of a batch-size warmup cost half the FLOPs).
-Both keep the machine's seconds of training beside (`TrialResult.wall_train_seconds`).
+* 'modelled': every step is charged the seconds `trial.step_cost` models for it
+  (`step_cost.py`: per step, per block, per token, per FLOP, per parameter, ...,
+  fitted to idle steps of the reference machine by benchmarks/clock_fidelity.py), so a
+  genotype and seed train the same steps at the same learning rates, to the same
+  val_bpb, whether the machine is idle or busy, and a small model is charged its
+  fixed costs too. The budget holds a whole number of steps (a batch-size warmup's
+  half-batch steps are charged as the steps they are: half the tokens, all the rest).
+* 'flops': the same with a step charged its model matmul FLOPs only
+  (`models.gpt.flops_per_token` x tokens) / `reference_flops_per_second`, which
+  over-credits small models (their per-step costs are free).
+All keep the machine's seconds of training beside (`TrialResult.wall_train_seconds`).
 """
 
 from __future__ import annotations
@@ -109,8 +114,8 @@ class WallClock(_Clock):
     return end
 
 
-class FlopsClock(_Clock):
-  """Training seconds are model FLOPs / the reference rate: every step takes exactly
+class FixedStepClock(_Clock):
+  """Training seconds are modelled: every step takes exactly
   `step_seconds`, or `warmup_step_seconds` when it starts at a progress below
   `warmup_until` (the half-batch steps of a batch-size warmup), so a budget holds the
   same whole number of steps on any machine under any load."""
@@ -160,12 +165,12 @@ class FlopsClock(_Clock):
     return self._ends.popleft()
 
 
-def make_clock(cfg: TrialConfig, step_flops: float, warmup_step_flops: float = 0.0,
+def make_clock(cfg: TrialConfig, step_seconds: float, warmup_step_seconds: float = 0.0,
                warmup_until: float = 0.0) -> _Clock:
-  """The clock `cfg.clock` names, for steps of `step_flops` model FLOPs each, or
-  `warmup_step_flops` each before progress `warmup_until` (a batch-size warmup)."""
-  if cfg.clock == 'flops':
-    rate = cfg.reference_flops_per_second
-    return FlopsClock(cfg.budget_seconds, step_flops / rate,
-                      warmup_step_seconds=warmup_step_flops / rate, warmup_until=warmup_until)
+  """The clock `cfg.clock` names. Under 'flops' and 'modelled' a step is charged
+  `step_seconds`, or `warmup_step_seconds` before progress `warmup_until` (a batch-size
+  warmup), as `step_cost.clock_seconds` has them; the wall clock reads the machine."""
+  if cfg.clock in ('flops', 'modelled'):
+    return FixedStepClock(cfg.budget_seconds, step_seconds,
+                          warmup_step_seconds=warmup_step_seconds, warmup_until=warmup_until)
   return WallClock(cfg.budget_seconds)

@@ -6,9 +6,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from typing import Mapping
 
 
-CLOCKS = ('wall', 'flops')
+CLOCKS = ('wall', 'flops', 'modelled')
+# What `trial.step_cost` may charge for (autoresearch/trial/step_cost.py; no JAX here).
+STEP_COST_FEATURES = ('step', 'layer', 'flops', 'scores', 'residual', 'hidden', 'extra', 'logits',
+                      'softcap', 'param', 'table', 'cautious', 'muon')
 COMPUTE_DTYPES = ('float32', 'bfloat16')
 ATTENTIONS = ('auto', 'explicit', 'xla', 'cudnn')  # models.attention.ATTENTIONS (no JAX here)
 
@@ -43,6 +47,8 @@ _RULES = {
     'attention': (lambda x: x in ATTENTIONS, f'one of {ATTENTIONS}'),
     'sync_steps': (lambda x: _nonnegative_int(x) and x > 0, 'a whole number of steps > 0'),
     'program_cache_entries': (_nonnegative_int, 'a whole number >= 0 (0: none kept)'),
+    'step_cost': (lambda x: _step_cost(x),
+                  f'seconds >= 0 per unit of some of {STEP_COST_FEATURES}, not all 0'),
 }
 
 
@@ -61,14 +67,20 @@ class TrialConfig:
   fsdp: bool                 # shard parameters and optimizer state over the devices
   max_steps: int             # stop after this many steps even within the budget; 0: none
   seed: int                  # parameter init and batch sampling
-  clock: str                 # what a training second is: 'wall' | 'flops' (module docstring)
+  clock: str                 # what a training second is: 'wall' | 'flops' | 'modelled' (clocks.py)
   reference_flops_per_second: float  # FLOP/s; under clock='flops' a second is this many FLOPs
   attention: str             # attention kernel: 'auto' (the backend's faster) | explicit |
                              # xla | cudnn
   sync_steps: int            # steps; on several hosts process 0's plan is shared once per this many
   program_cache_entries: int  # genotypes whose compiled programs stay in memory (programs.py)
+  # Under clock='modelled', a step's seconds per unit of each feature (step_cost.py), as
+  # sorted (feature, seconds) pairs; a mapping given here is turned into them.
+  step_cost: tuple
 
   def __post_init__(self):
+    if isinstance(self.step_cost, Mapping):
+      object.__setattr__(self, 'step_cost', tuple(sorted(
+          (str(k), v) for k, v in self.step_cost.items())))
     problems = [f'trial.{name}={getattr(self, name)!r} must be {what}'
                 for name, (rule, what) in _RULES.items() if not _holds(rule, getattr(self, name))]
     if problems:
@@ -91,6 +103,12 @@ class TrialConfig:
       raise ConfigError(f'trial.budget_seconds={cfg.budget_seconds!r} must be '
                         f'{_RULES["budget_seconds"][1]}')
     return cfg
+
+
+def _step_cost(x) -> bool:
+  return (isinstance(x, tuple) and bool(x) and all(
+      name in STEP_COST_FEATURES and _finite(c) and c >= 0 for name, c in x)
+      and any(c > 0 for _, c in x))
 
 
 def _holds(rule, value) -> bool:

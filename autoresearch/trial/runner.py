@@ -82,11 +82,18 @@ def enable_compilation_cache(cache_dir: str, max_mb: float) -> None:
 def max_step_flops(cfg: TrialConfig, num_devices: int = 1) -> float:
   """The step-FLOPs cap of `cfg.max_step_fraction` (0: none): a step that would take
   more than that fraction of the budget, at the matmul ceiling of `num_devices` devices
-  (clock 'wall') or at the reference rate (clock 'flops')."""
+  (clock 'wall'), at the reference rate (clock 'flops') or at the modelled clock's
+  rate of FLOPs (clock 'modelled': 1 / its seconds per FLOP; a cap on FLOPs alone, as
+  the agents' edit masks check it, so the step's other costs are not in it)."""
   if not cfg.max_step_fraction:
     return 0.0
-  rate = (cfg.reference_flops_per_second if cfg.clock == 'flops' else
-          num_devices * hardware.peak_flops(cfg.compute_dtype))
+  per_flop = dict(cfg.step_cost).get('flops', 0.0)
+  if cfg.clock == 'modelled' and per_flop > 0:
+    rate = 1.0 / per_flop
+  elif cfg.clock == 'flops':
+    rate = cfg.reference_flops_per_second
+  else:
+    rate = num_devices * hardware.peak_flops(cfg.compute_dtype)
   return cfg.max_step_fraction * cfg.budget_seconds * rate
 
 

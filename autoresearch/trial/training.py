@@ -17,13 +17,12 @@ import numpy as np
 
 from autoresearch.data import windows
 from autoresearch.runtime import distributed, faults
-from autoresearch.trial import prefetch
+from autoresearch.trial import prefetch, step_cost
 from autoresearch.trial.clocks import make_clock
 from autoresearch.trial.config import TrialConfig
 from autoresearch.trial.placement import Placement
 from autoresearch.trial.results import Built, LossReading, Trained, Watcher, check_loss
 from autoresearch.trial.step_plan import StepPlan
-from models import gpt
 
 
 def _sharing():
@@ -51,8 +50,10 @@ class _StepChoice:
 
 
 def _clock(built: Built, cfg: TrialConfig):
-  step_flops = gpt.flops_per_token(built.model_cfg) * built.batch_size * built.seq_len
-  return make_clock(cfg, step_flops, step_flops / 2, built.warmup_until)
+  def charged(rows):
+    return step_cost.clock_seconds(cfg, built.model_cfg, built.optim_cfg, rows)
+  return make_clock(cfg, charged(built.batch_size), charged(built.batch_size // 2),
+                    built.warmup_until)
 
 
 def train(built: Built, train_split: np.ndarray, cfg: TrialConfig, watch: Optional[Watcher],

@@ -13,12 +13,6 @@ def test_each_gene_is_paired_with_its_context_without_it():
   assert len(arms) == 1 + len(gene_effects.GENES) + 3   # baseline, the genes, 3 contexts
 
 
-def test_the_exact_sign_flip_p_counts_every_sign_pattern():
-  assert gene_effects.exact_sign_flip_p([1.0, 2.0, 3.0]) == 2 / 8   # all of one sign
-  assert gene_effects.exact_sign_flip_p([-1.0, 1.0]) == 1.0
-  assert gene_effects.exact_sign_flip_p([-3.0, 1.0, 1.0, 1.0]) == 1.0
-
-
 def test_the_report_reads_the_pairs_recorded_so_far(tmp_path, capsys):
   out = tmp_path / 'trials.jsonl'
   rows = []

@@ -42,3 +42,27 @@ def test_the_table_gives_the_half_time_comparison_for_agents_only():
                            '| p (sign flip) |'):]
   assert any(line.startswith('| cmaes | 2 | +0.0250 [') for line in half)
   assert not any(line.startswith('| ppo_frozen |') for line in half)
+
+
+def _points(bpbs: list[float]) -> list[dict]:
+  return [{'proposer': 'x', 'status': 'discard', 'val_bpb': b} for b in bpbs]
+
+
+def test_arms_that_made_the_same_trials_on_every_seed_are_marked_as_one():
+  runs = [dict(_run('cmaes', s, 0.1, 0.2), points=_points([2.0, 2.1 + s])) for s in (0, 1)]
+  runs += [dict(_run('random', s, 0.1, 0.2), points=_points([2.0, 2.1 + s])) for s in (0, 1)]
+  runs += [dict(_run('tpe', 0, 0.1, 0.2), points=_points([2.0, 2.1])),
+           dict(_run('tpe', 1, 0.1, 0.2), points=_points([2.0, 2.3]))]   # differs on seed 1
+  assert report.coincident(runs, 'cmaes', 'random')
+  assert not report.coincident(runs, 'cmaes', 'tpe')
+  assert report.identical_to(runs, 'random', ['cmaes', 'random', 'tpe']) == ['cmaes']
+  lines = report.table_lines(runs, report.arm_table(runs, ['cmaes', 'random', 'tpe']))
+  assert any(line.startswith('| cmaes |') and line.endswith('| random |') for line in lines)
+  assert any(line.startswith('| tpe |') and line.endswith('| - |') for line in lines)
+
+
+def test_at_few_seeds_the_table_gives_the_t_interval_and_the_exact_p():
+  lines = report.table_lines(RUNS, report.arm_table(RUNS, ['ppo', 'cmaes']))
+  row = next(line for line in lines if line.startswith('| cmaes | 2 |'))
+  # ppo - cmaes on seeds 0 and 1: -0.30 and -0.10; exact p over 4 sign patterns = 2/4.
+  assert '-0.2000 [' in row and 'p = 0.500' in row

@@ -249,6 +249,21 @@ def test_flops_clock_trains_alike_on_a_fast_and_a_slow_machine(corpus, tiny_setu
   assert slow_bpb == fast.val_bpb
 
 
+def test_the_modelled_clock_charges_each_step_what_its_model_says(corpus, tiny_setup):
+  genotype, cfg = tiny_setup
+  step_flops = gpt.flops_per_token(genotype_lib.model_config(genotype)) * 4 * 32
+  per_step = dataclasses.replace(cfg, clock='modelled', budget_seconds=1.0,
+                                 max_step_fraction=0.0, step_cost={'step': 0.05})
+  per_flop = dataclasses.replace(per_step, step_cost={'flops': 0.05 / step_flops})
+  warmup = dict(genotype, batch_warmup=0.5)
+  results = [runner.run(g, corpus, c) for c in (per_step, per_flop) for g in (genotype, warmup)]
+  assert all(r.status == 'ok' and r.clock == 'modelled' for r in results)
+  assert [r.train_seconds for r in results] == pytest.approx([1.0] * 4)
+  # 20 full steps; a half-batch step costs its full per-step charge but half the FLOPs:
+  # 10 half steps fill half the budget per step, 20 per FLOP, then 10 full steps.
+  assert [r.steps for r in results] == [20, 20, 20, 30]
+
+
 def test_the_step_cap_follows_the_clock(tiny_setup):
   _, cfg = tiny_setup
   flops = dataclasses.replace(cfg, clock='flops', reference_flops_per_second=1e9)
@@ -256,6 +271,9 @@ def test_the_step_cap_follows_the_clock(tiny_setup):
       cfg.max_step_fraction * cfg.budget_seconds * 1e9)
   assert runner.max_step_flops(cfg, num_devices=2) == pytest.approx(
       cfg.max_step_fraction * cfg.budget_seconds * 2 * hardware.peak_flops(cfg.compute_dtype))
+  modelled = dataclasses.replace(cfg, clock='modelled', step_cost={'flops': 1e-10, 'step': 1.0})
+  assert runner.max_step_flops(modelled) == pytest.approx(
+      cfg.max_step_fraction * cfg.budget_seconds * 1e10)
 
 
 def test_micro_batches_match_the_full_batch(tiny_setup):

@@ -13,7 +13,7 @@ from autoresearch.runtime import distributed
 from autoresearch.space import genotype as genotype_lib
 from autoresearch.trial import runner, training
 from autoresearch.trial.placement import Placement
-from autoresearch.trial.clocks import FlopsClock, WallClock
+from autoresearch.trial.clocks import FixedStepClock, WallClock
 from autoresearch.trial.config import TrialConfig
 from autoresearch.trial.results import Stop
 from autoresearch.trial.step_plan import StepPlan
@@ -59,14 +59,14 @@ def test_wall_clock_plans_steps_a_median_step_apart_within_the_budget():
 
 
 def test_flops_clock_plans_exactly_the_steps_its_budget_holds():
-  clock = FlopsClock(1.0, step_seconds=0.25)
+  clock = FixedStepClock(1.0, step_seconds=0.25)
   assert clock.plan_ahead(False, 8) == pytest.approx([0.0, 0.25, 0.5, 0.75])
   clock.dispatched()
   assert clock.plan_ahead(True, 2) == pytest.approx([0.25, 0.5])
 
 
 def test_flops_clock_charges_a_batch_warmup_s_half_steps_half():
-  clock = FlopsClock(1.0, step_seconds=0.25, warmup_step_seconds=0.125, warmup_until=0.5)
+  clock = FixedStepClock(1.0, step_seconds=0.25, warmup_step_seconds=0.125, warmup_until=0.5)
   assert clock.plan_ahead(False, 10) == pytest.approx([0.0, 0.125, 0.25, 0.375, 0.5, 0.75])
   for _ in range(5):
     clock.dispatched()
@@ -155,7 +155,7 @@ def test_single_process_share_is_the_identity_and_checks_its_capacity():
 
 
 def test_one_process_plan_stops_at_once_and_honours_the_step_cap():
-  plan = StepPlan(FlopsClock(1.0, step_seconds=0.1), max_steps=2, sync_steps=16)
+  plan = StepPlan(FixedStepClock(1.0, step_seconds=0.1), max_steps=2, sync_steps=16)
   assert plan.next(None, False, 0) == (None, 0.0)
   assert plan.next(None, False, 2) == (None, None)       # the cap
   stop = Stop('now')
