@@ -7,7 +7,7 @@ ranking agrees with 60 s is the one the search-quality benchmark should run at.
 The genotypes (`design`, seed 0), each valid under the search-quality caps at 16 s:
 - the baseline (configs/default.py);
 - the bests the committed 4 s search-quality runs found (benchmarks/results/
-  search_quality_cpu): their runs kept only the bests' ids, so the searches of
+  search_quality_cpu_4s_flops): their runs kept only the bests' ids, so the searches of
   random_global and CMA-ES are replayed with the code that ran them (`REPLAY_COMMIT`,
   on a synthetic landscape: neither agent's proposals depend on the outcomes there,
   random search never and CMA-ES until its first generation completes) and a proposal
@@ -69,7 +69,7 @@ VAL_BYTES = 32_768             # as the search-quality CPU preset scores
 DESIGN_SEED = 0
 # The code that ran the committed search-quality CPU runs, and what is replayed of them.
 REPLAY_COMMIT = '7bf2cf8'
-REPLAY_RUNS = 'benchmarks/results/search_quality_cpu/per_run'
+REPLAY_RUNS = 'benchmarks/results/search_quality_cpu_4s_flops/per_run'
 REPLAY_ARMS = ('random_global', 'cmaes')
 REPLAY_TRIALS = 40
 _SINGLE_EDITS = (
