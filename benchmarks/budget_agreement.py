@@ -30,6 +30,7 @@ Last lines: `budget_agreement_spearman: X` (the chosen budget against 60 s) and
 `benchmark_budget_seconds: B`.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -133,7 +134,6 @@ def replayed_bests(results: str) -> list[dict]:
 
 def design(results: str, count: int, cfg: TrialConfig) -> list[dict]:
   """`count` distinct genotypes (module docstring), the replayed bests first."""
-  import dataclasses
   capped = dataclasses.replace(cfg, budget_seconds=CAP_BUDGET, max_step_fraction=0.05)
   max_flops = runner.max_step_flops(capped)
 
@@ -170,7 +170,6 @@ def _done(path: str) -> set:
 
 
 def lane_main(lane: int, lanes: int) -> None:
-  import dataclasses
   cfg = trial_config()
   corpus = corpora.corpus_from_config(default.get_config())
   path = os.path.join(FLAGS.results, 'trials.jsonl')
@@ -182,8 +181,8 @@ def lane_main(lane: int, lanes: int) -> None:
       for seed in SEEDS:
         if (gid, budget, seed) in _done(path):
           continue
-        result = runner.run(genotype, corpus, dataclasses.replace(cfg, budget_seconds=budget,
-                                                                   seed=seed))
+        result = runner.run(genotype, corpus,
+                            dataclasses.replace(cfg, budget_seconds=budget, seed=seed))
         row = {'id': gid, 'index': index, 'budget_seconds': budget, 'seed': seed,
                **result.to_dict()}   # the loss curve and the fixed costs too
         logging.warning('lane %d: #%d %s %gs seed %d: %s %s steps=%d wall=%.1fs', lane, index,
