@@ -24,8 +24,9 @@ The fit: non-negative least squares of the relative error over the fitting three
 quarters (`step_cost.fit`), on 'flops' and the subset of the other features (at most
 `MAX_EXTRA_FEATURES`) whose leave-one-out p90 on those genotypes is smallest;
 <results>/fit.json holds the coefficients, and the held-out errors are printed per
-genotype beside the p90 of a fit of FLOPs alone (the old clock's model). The last line is `clock_error_p90: X`, the 90th percentile of
-|modelled - idle wall| / idle wall on the held-out genotypes (goal: at most 0.10).
+genotype beside the p90 of a fit of FLOPs alone (the old clock's model). The last line
+is `clock_error_p90: X`, the 90th percentile of |modelled - idle wall| / idle wall on
+the held-out genotypes (goal: at most 0.10).
 """
 
 import itertools

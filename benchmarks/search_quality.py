@@ -5,16 +5,30 @@ Each (arm, seed) is one fresh search in its own workdir, run with the main job's
 (trial runner, self-evaluator, keep rule, ledger, checkpoints) until it has spent
 `run_seconds` of *modelled* time:
 
-- Training runs on `trial.clock='flops'`: a trial trains for a fixed amount of model
-  FLOPs, so its outcome is the same on an idle or a busy machine.
+- Training runs on `trial.clock='modelled'`: each step is charged the seconds the
+  fitted cost model gives it (`trial.step_cost`, benchmarks/clock_fidelity.py), so a
+  trial's outcome is the same on an idle or a busy machine.
 - Each trial is charged its training seconds on that clock plus the fixed costs it
-  paid, at the rate measured on the reference machine (`Preset.setup_seconds`: build,
-  compile and placement, paid by every trial that got as far as compiling;
-  `Preset.eval_seconds`: scoring, paid by every trial trained to its end; and
-  `ROW_SECONDS` of bookkeeping, paid by every row, an invalid genotype refused at once
-  included). Trials run until the charge reaches
-  `run_seconds`; the baseline's noise runs are not charged (every arm of a seed shares
-  them: the baseline cache keeps them, so they are trained once per seed).
+  paid, at the rate measured on one lane of the reference machine
+  (`Preset.setup_seconds`: build, compile and placement, paid by every trial that got
+  as far as compiling, or `Preset.cached_setup_seconds` when a recent trial of the run
+  compiled the same programs (`charges`); `Preset.eval_seconds`: scoring, paid by
+  every trial trained to its end; and `ROW_SECONDS` of bookkeeping, paid by every row,
+  an invalid genotype refused at once included). Trials run until the charge reaches
+  `run_seconds`; the row that crosses it is cut from the run's trajectory, its claims
+  and its bests (its result came after the run ended). The baseline's noise runs are
+  not charged (every arm of a seed shares them: the baseline cache keeps them, so they
+  are trained once per seed).
+- The CPU presets (`cpu`, `cpu_text`) train 16 s per trial, the shortest budget whose
+  ranking of genotypes agrees with 60 s (benchmarks/budget_agreement.py), measure σ
+  with 5 baseline runs, and run `CPU_RUN_SECONDS` = 1,341 modelled seconds: 52 rows of
+  trials that all compile, so CMA-ES completes 3 generations (46 trials) and random
+  search makes about 50; an agent whose edits reuse programs (PPO, random edits)
+  makes up to about 75, so PPO updates at least 5 times. A run costs about 30 minutes
+  of one lane (its trials, the 12 re-trainings of its snapshots, and for the first arm
+  of a seed the 5 noise runs), so the full preset (9 arms x 10 seeds) is about 22 hours
+  of both cores. `cpu_strong` is `cpu` started from a strong recipe instead of the
+  default (`Preset.start`; benchmarks/strong_start.py makes it).
 - Arms: ppo (the default agent), random (edits of the best), random_global, evolution,
   tpe, cmaes, and three ablations of PPO: ppo_frozen (its pretrained policy at
   learning rate 0), ppo_scratch (no pretrained policy), ppo_noeval (the self-evaluator
@@ -61,6 +75,7 @@ from autoresearch.space import genotype as genotype_lib  # noqa: E402
 from autoresearch.trial import runner  # noqa: E402
 from autoresearch.trial.config import TrialConfig  # noqa: E402
 from benchmarks import search_quality_report as report  # noqa: E402
+from benchmarks.timing import REPO_ROOT  # noqa: E402
 from configs import default, h100, tiny  # noqa: E402
 from models import optim  # noqa: E402
 
@@ -86,20 +101,38 @@ class Preset:
   eval_seconds: float     # modelled seconds of scoring a trained trial
   cached_setup_seconds: float = 0.0   # modelled seconds of a trial whose programs are cached
   corpus: str = ''        # '' = the config's; 'pydoc' = the interpreter's reference manual
+  start: str = ''         # '' = the config's baseline; else a genotype JSON (repository path)
 
 
-_CPU = {'trial.clock': 'flops', 'trial.budget_seconds': 4.0, 'trial.val_bytes': 32_768,
-        'search.noise_repeats': 3}
-# setup and eval: the default baseline at this budget, alone on the idle 2-core reference
-# machine of trial.reference_flops_per_second: 10.1 s in all, of which 4.0 s training,
-# 3.6 s compile, 0.5 s evaluation and 2.0 s of building and placement.
+# The CPU presets' budget: the shortest whose ranking of 32 genotypes agrees with 60 s at
+# Spearman >= 0.8 (benchmarks/budget_agreement.py).
+CPU_BUDGET_SECONDS = 16.0
+# Fixed costs on one lane (one core, XLA on one thread) of the 2-core reference machine,
+# medians over the first 40 trials of budget_agreement.py (val_bytes 32,768): a trial
+# whose programs are compiled pays 8.8 s before training (compile 8.8 s of it), one whose
+# programs are cached 0.02 s; scoring val takes 0.9 s.
+CPU_SETUP_SECONDS, CPU_CACHED_SETUP_SECONDS, CPU_EVAL_SECONDS = 8.8, 0.02, 0.9
+# Rows a run holds when every trial compiles (CMA-ES and random search): CMA-ES's
+# population for 40 genes is 4 + floor(3 ln 40) = 15, so 3 generations and its one
+# start-up trial are 46 trials, and keep-rule re-runs take rows too.
+CPU_RUN_ROWS = 52
+CPU_RUN_SECONDS = CPU_RUN_ROWS * (CPU_BUDGET_SECONDS + CPU_SETUP_SECONDS + CPU_EVAL_SECONDS
+                                  + ROW_SECONDS)
+_CPU = {'trial.clock': 'modelled', 'trial.budget_seconds': CPU_BUDGET_SECONDS,
+        'trial.val_bytes': 32_768, 'search.noise_repeats': 5}
 PRESETS = {
-    'cpu': Preset(default, _CPU, 100.0, 10, 5.6, 0.5),
+    'cpu': Preset(default, _CPU, CPU_RUN_SECONDS, 10, CPU_SETUP_SECONDS, CPU_EVAL_SECONDS,
+                  CPU_CACHED_SETUP_SECONDS),
     'cpu_text': Preset(default, {**_CPU, 'data.val_fraction': 0.1, 'data.test_fraction': 0.1},
-                       100.0, 10, 5.6, 0.5, corpus='pydoc'),
+                       CPU_RUN_SECONDS, 10, CPU_SETUP_SECONDS, CPU_EVAL_SECONDS,
+                       CPU_CACHED_SETUP_SECONDS, corpus='pydoc'),
+    # The strong start: the best genotype known at the budget (benchmarks/strong_start.py).
+    'cpu_strong': Preset(default, _CPU, CPU_RUN_SECONDS, 10, CPU_SETUP_SECONDS,
+                         CPU_EVAL_SECONDS, CPU_CACHED_SETUP_SECONDS,
+                         start='benchmarks/results/strong_start/genotype.json'),
     'full': Preset(h100, {'trial.clock': 'flops'}, 8 * 3600.0, 3, 0.0, 0.0),
     'tiny': Preset(tiny, {'trial.clock': 'flops', 'trial.budget_seconds': 0.5,
-                          'search.noise_repeats': 2}, 3.0, 2, 1.0, 0.2),
+                          'search.noise_repeats': 2}, 3.0, 2, 1.0, 0.2, 0.1),
 }
 
 flags.DEFINE_enum('preset', 'cpu', list(PRESETS), 'Config, run length and seeds.')
@@ -137,6 +170,8 @@ def base_config(preset: Preset, results: str):
     config[section][field] = value
   if preset.corpus == 'pydoc':
     config.data.source, config.data.path = 'text', pydoc_corpus(os.path.join(results, 'corpus'))
+  if preset.start:
+    config.genotype_json = os.path.join(REPO_ROOT, preset.start)
   config.search.baseline_cache = os.path.join(results, 'baseline_cache')
   config.output.progress_bar = False
   config.output.live_report = config.output.tensorboard = False

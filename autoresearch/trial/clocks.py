@@ -115,10 +115,10 @@ class WallClock(_Clock):
 
 
 class FixedStepClock(_Clock):
-  """Training seconds are modelled: every step takes exactly
-  `step_seconds`, or `warmup_step_seconds` when it starts at a progress below
-  `warmup_until` (the half-batch steps of a batch-size warmup), so a budget holds the
-  same whole number of steps on any machine under any load."""
+  """The 'modelled' and 'flops' clocks: every step takes exactly `step_seconds`, or
+  `warmup_step_seconds` when it starts at a progress below `warmup_until` (the
+  half-batch steps of a batch-size warmup), so a budget holds the same whole number of
+  steps on any machine under any load."""
 
   def __init__(self, budget_seconds: float, step_seconds: float,
                now: Callable[[], float] = time.perf_counter,

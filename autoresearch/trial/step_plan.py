@@ -12,9 +12,9 @@ its stop, if any, in one collective (`distributed.share_plan`); every process th
 exactly those steps at exactly those progresses before the next sync. A stop process 0
 decides in between takes effect at the next sync, so up to `sync_steps` - 1 steps more
 are trained (and read) than on one process; another process's own stop counts for
-nothing. Under the FLOPs clock the plan is exact; under the wall clock the steps after
-the first of a plan run at progresses a median step apart, a prediction, the same on
-every process.
+nothing. Under the modelled and FLOPs clocks the plan is exact; under the wall clock
+the steps after the first of a plan run at progresses a median step apart, a
+prediction, the same on every process.
 """
 
 from __future__ import annotations
