@@ -104,17 +104,12 @@ class Preset:
   start: str = ''         # '' = the config's baseline; else a genotype JSON (repository path)
 
 
-# The CPU presets' budget: the shortest whose ranking of 32 genotypes agrees with 60 s at
-# Spearman >= 0.8 (benchmarks/budget_agreement.py).
-CPU_BUDGET_SECONDS = 16.0
-# Fixed costs on one lane (one core, XLA on one thread) of the 2-core reference machine,
-# medians over the first 40 trials of budget_agreement.py (val_bytes 32,768): a trial
-# whose programs are compiled pays 8.8 s before training (compile 8.8 s of it), one whose
-# programs are cached 0.02 s; scoring val takes 0.9 s.
+CPU_BUDGET_SECONDS = 16.0   # the shortest agreeing with 60 s (benchmarks/budget_agreement.py)
+# Fixed costs on one lane, medians of budget_agreement.py's first 40 trials (val 32 KiB):
+# set-up of a trial whose programs are new (compile is all of it) or cached, and scoring.
 CPU_SETUP_SECONDS, CPU_CACHED_SETUP_SECONDS, CPU_EVAL_SECONDS = 8.8, 0.02, 0.9
-# Rows a run holds when every trial compiles (CMA-ES and random search): CMA-ES's
-# population for 40 genes is 4 + floor(3 ln 40) = 15, so 3 generations and its one
-# start-up trial are 46 trials, and keep-rule re-runs take rows too.
+# Rows when every trial compiles: CMA-ES's population for 40 genes is 4 + floor(3 ln 40)
+# = 15, so its start-up trial and 3 generations are 46; keep-rule re-runs take rows too.
 CPU_RUN_ROWS = 52
 CPU_RUN_SECONDS = CPU_RUN_ROWS * (CPU_BUDGET_SECONDS + CPU_SETUP_SECONDS + CPU_EVAL_SECONDS
                                   + ROW_SECONDS)
