@@ -325,10 +325,12 @@ def flops_per_token(cfg: GPTConfig) -> float:
   per_layer += (3 if cfg.activation == 'swiglu' else 2) * d * cfg.mlp_hidden
   matmul_params = cfg.n_layers * per_layer + d * cfg.vocab_size
   matmul_params += d * cfg.vocab_size if cfg.mtp_weight > 0 else 0   # the byte-after-next head
-  attn = 0.0
-  for w in cfg.layer_windows():
-    # Mean number of keys a query sees under a causal window w over seq_len positions.
-    t = cfg.seq_len
-    mean_keys = (sum(min(i + 1, w) for i in range(t))) / t
-    attn += 2 * 2 * h * e * mean_keys  # QK^T and PV, 2 FLOPs per multiply-add
+  attn = sum(2 * 2 * h * e * keys for keys in mean_visible_keys(cfg))  # QK^T and PV
   return 6.0 * matmul_params + 3.0 * attn
+
+
+def mean_visible_keys(cfg: GPTConfig) -> list[float]:
+  """Per layer, the mean number of keys a query sees under its causal window over
+  seq_len positions."""
+  t = cfg.seq_len
+  return [sum(min(i + 1, w) for i in range(t)) / t for w in cfg.layer_windows()]

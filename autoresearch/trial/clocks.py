@@ -6,8 +6,8 @@ reads `budget_seconds`.
   budget by the median duration of the recent steps, so a trial ends within about one
   step of its budget (never a step or two past it).
 * 'modelled': every step is charged the seconds `trial.step_cost` models for it
-  (`step_cost.py`: per step, per block, per token, per FLOP, per parameter, ...,
-  fitted to idle steps of the reference machine by benchmarks/clock_fidelity.py), so a
+  (`step_cost.py`: per FLOP, per attention score, per parameter, ..., fitted to idle
+  steps of the reference machine by benchmarks/clock_fidelity.py), so a
   genotype and seed train the same steps at the same learning rates, to the same
   val_bpb, whether the machine is idle or busy, and a small model is charged its
   fixed costs too. The budget holds a whole number of steps (a batch-size warmup's

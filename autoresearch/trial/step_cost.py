@@ -75,7 +75,7 @@ def features(model_cfg: gpt.GPTConfig, optimizer: str, rows: int,
   """The step's counts (FEATURES) for `rows` sequences of `model_cfg.seq_len` tokens."""
   cfg, t = model_cfg, model_cfg.seq_len
   tokens = rows * t
-  keys = sum(sum(min(i + 1, w) for i in range(t)) / t for w in cfg.layer_windows())
+  keys = sum(gpt.mean_visible_keys(cfg))
   heads = 1 + (cfg.mtp_weight > 0)
   refinements = cfg.qk_norm + cfg.residual_mix + bool(cfg.skip_pairs())
   return {
