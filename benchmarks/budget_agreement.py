@@ -49,7 +49,7 @@ from autoresearch.data import corpora  # noqa: E402
 from autoresearch.space import genotype as genotype_lib  # noqa: E402
 from autoresearch.trial import runner  # noqa: E402
 from autoresearch.trial.config import TrialConfig  # noqa: E402
-from benchmarks.timing import REPO_ROOT, print_figure  # noqa: E402
+from benchmarks.timing import REPO_ROOT, print_figure, spawn_lanes  # noqa: E402
 from configs import default  # noqa: E402
 
 flags.DEFINE_integer('lanes', 2, 'Worker processes, one core each.')
@@ -193,19 +193,6 @@ def lane_main(lane: int, lanes: int) -> None:
             f.write(json.dumps(row) + '\n')
 
 
-def run_lanes() -> None:
-  cores = sorted(os.sched_getaffinity(0))
-  procs = [subprocess.Popen(
-      [sys.executable, os.path.abspath(__file__), f'--lane={lane}', f'--lanes={FLAGS.lanes}',
-       f'--genotypes={FLAGS.genotypes}', f'--long_genotypes={FLAGS.long_genotypes}',
-       f'--results={FLAGS.results}'],
-      preexec_fn=lambda core=cores[lane % len(cores)]: os.sched_setaffinity(0, {core}))
-      for lane in range(FLAGS.lanes)]
-  codes = [p.wait() for p in procs]
-  if any(codes):
-    sys.exit(f'budget_agreement: a lane failed (exit codes {codes}); rerun to continue')
-
-
 def mean_bpb(rows: list[dict]) -> dict:
   """(genotype id, budget) -> seed-mean val_bpb over its finished seeds (inf: a failed or
   diverged trial, which ranks last)."""
@@ -262,7 +249,9 @@ def main(argv):
     return
   if not FLAGS.report_only:
     design(FLAGS.results, FLAGS.genotypes, trial_config())   # replays once, before the lanes
-    run_lanes()
+    spawn_lanes(__file__, FLAGS.lanes, [
+        f'--genotypes={FLAGS.genotypes}', f'--long_genotypes={FLAGS.long_genotypes}',
+        f'--results={FLAGS.results}'])
   report(FLAGS.results)
 
 

@@ -32,7 +32,6 @@ the held-out genotypes (goal: at most 0.10).
 import itertools
 import json
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -48,7 +47,7 @@ from autoresearch.data import corpora  # noqa: E402
 from autoresearch.space import genotype as genotype_lib  # noqa: E402
 from autoresearch.trial import runner, step_cost  # noqa: E402
 from autoresearch.trial.config import TrialConfig  # noqa: E402
-from benchmarks.timing import print_figure  # noqa: E402
+from benchmarks.timing import print_figure, spawn_lanes  # noqa: E402
 from configs import default  # noqa: E402
 
 flags.DEFINE_integer('lanes', 2, 'Worker processes, one core each.')
@@ -155,21 +154,6 @@ def lane_main(lane: int, lanes: int) -> None:
         f.write(json.dumps(row) + '\n')
 
 
-def run_lanes() -> None:
-  cores = sorted(os.sched_getaffinity(0))
-  procs = []
-  for lane in range(FLAGS.lanes):
-    core = cores[lane % len(cores)]
-    procs.append(subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), f'--lane={lane}', f'--lanes={FLAGS.lanes}',
-         f'--genotypes={FLAGS.genotypes}', f'--results={FLAGS.results}',
-         f'--max_step_flops={FLAGS.max_step_flops}'],
-        preexec_fn=lambda core=core: os.sched_setaffinity(0, {core})))
-  codes = [p.wait() for p in procs]
-  if any(codes):
-    sys.exit(f'clock_fidelity: a lane failed (exit codes {codes}); rerun to continue')
-
-
 def _fit(rows: list[dict], features) -> dict:
   return step_cost.fit([r['counts'] for r in rows], [r['step_seconds'] for r in rows], features)
 
@@ -236,7 +220,9 @@ def main(argv):
     lane_main(FLAGS.lane, FLAGS.lanes)
     return
   if not FLAGS.fit_only:
-    run_lanes()
+    spawn_lanes(__file__, FLAGS.lanes, [
+        f'--genotypes={FLAGS.genotypes}', f'--results={FLAGS.results}',
+        f'--max_step_flops={FLAGS.max_step_flops}'])
   report()
 
 

@@ -75,7 +75,7 @@ from autoresearch.space import genotype as genotype_lib  # noqa: E402
 from autoresearch.trial import runner  # noqa: E402
 from autoresearch.trial.config import TrialConfig  # noqa: E402
 from benchmarks import search_quality_report as report  # noqa: E402
-from benchmarks.timing import REPO_ROOT  # noqa: E402
+from benchmarks.timing import REPO_ROOT, spawn_lanes  # noqa: E402
 from configs import default, h100, tiny  # noqa: E402
 from models import optim  # noqa: E402
 
@@ -330,20 +330,6 @@ def lane_main(preset: Preset, results: str, seeds: range, arms: list[str], lane:
           flush=True)
 
 
-def spawn_lanes(lanes: int, extra: list[str]) -> None:
-  """Runs `lanes` workers of this script, worker i pinned to core i mod cores."""
-  cores = sorted(os.sched_getaffinity(0))
-  procs = []
-  for lane in range(lanes):
-    core = cores[lane % len(cores)]
-    procs.append(subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), f'--lane={lane}', f'--lanes={lanes}'] + extra,
-        preexec_fn=lambda core=core: os.sched_setaffinity(0, {core})))
-  codes = [p.wait() for p in procs]
-  if any(codes):
-    sys.exit(f'search_quality: a lane failed (exit codes {codes}); rerun to continue')
-
-
 def check_lanes(extra: list[str]) -> None:
   """One trial alone on core 0, then the same trial with another training on core 1:
   prints both results and `lanes_identical: yes|no`."""
@@ -386,8 +372,9 @@ def main(argv):
     lane_main(preset, results, seeds, FLAGS.arms, FLAGS.lane, FLAGS.lanes)
     return
   started = time.time()
-  spawn_lanes(FLAGS.lanes, [f'--preset={FLAGS.preset}', f'--arms={",".join(FLAGS.arms)}',
-                            f'--seeds={len(seeds)}', f'--results={results}'])
+  spawn_lanes(__file__, FLAGS.lanes, [f'--preset={FLAGS.preset}',
+                                      f'--arms={",".join(FLAGS.arms)}',
+                                      f'--seeds={len(seeds)}', f'--results={results}'])
   runs = [json.load(open(run_path(results, arm, seed))) for seed, arm in work(
       preset, seeds, FLAGS.arms) if os.path.exists(run_path(results, arm, seed))]
   for line in report.write(runs, FLAGS.arms, results, FLAGS.preset, preset,

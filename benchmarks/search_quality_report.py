@@ -64,13 +64,18 @@ def _is_ppo(arm: str) -> bool:
   return arm == 'ppo' or arm.startswith('ppo_')
 
 
+def _paired_diffs(runs: list[dict], arm: str, other: str, split: str = 'val_bpb',
+                  other_fraction: str = '1.0') -> list[float]:
+  """`arm` minus `other` on each seed both finished (`other` read at `other_fraction`)."""
+  a, b = _by_seed(runs, arm, '1.0', split), _by_seed(runs, other, other_fraction, split)
+  return [a[s] - b[s] for s in sorted(set(a) & set(b)) if math.isfinite(a[s] - b[s])]
+
+
 def paired(runs: list[dict], arm: str, other: str, split: str = 'val_bpb',
            other_fraction: str = '1.0'):
   """(interval, p-value, n) of PPO-arm `arm` minus `other` on the seeds both finished;
   `other` read at `other_fraction` of its run ('0.5': as if its trials cost double)."""
-  a, b = _by_seed(runs, arm, '1.0', split), _by_seed(runs, other, other_fraction, split)
-  seeds = sorted(set(a) & set(b))
-  diffs = [a[s] - b[s] for s in seeds if math.isfinite(a[s] - b[s])]
+  diffs = _paired_diffs(runs, arm, other, split, other_fraction)
   if not diffs:
     return None, math.nan, 0
   return stats.bootstrap_mean(diffs), stats.sign_flip_p(diffs), len(diffs)
@@ -113,8 +118,7 @@ def _ci(x: stats.Interval) -> str:
 def _small_n(runs: list[dict], other: str) -> str:
   """PPO minus `other` on val as a t interval with the exact sign-flip p, or '-' beyond
   `stats.EXACT_MAX_N` seeds (or under 2)."""
-  a, b = _by_seed(runs, 'ppo', '1.0', 'val_bpb'), _by_seed(runs, other, '1.0', 'val_bpb')
-  diffs = [a[s] - b[s] for s in sorted(set(a) & set(b)) if math.isfinite(a[s] - b[s])]
+  diffs = _paired_diffs(runs, 'ppo', other)
   if not 2 <= len(diffs) <= stats.EXACT_MAX_N:
     return '-'
   return f'{_ci(stats.t_interval(diffs))}; p = {stats.exact_sign_flip_p(diffs):.3f}'

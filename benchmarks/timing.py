@@ -5,6 +5,8 @@ other processes put on it meanwhile, and the `key: value` lines they print."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 from absl import flags
@@ -62,3 +64,18 @@ class ForeignLoad:
       return None
     busy, own, wall = (b - a for a, b in zip(self._start, end))
     return max(0.0, (busy - own) / wall)
+
+
+def spawn_lanes(script: str, lanes: int, extra: list[str]) -> None:
+  """Runs `lanes` workers of `script` (`--lane=i --lanes=N` plus `extra`), worker i
+  pinned to core i mod cores, and waits for them; exits naming the script when one
+  fails (the benchmarks that use lanes continue from what they wrote)."""
+  cores = sorted(os.sched_getaffinity(0))
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.abspath(script), f'--lane={lane}', f'--lanes={lanes}'] + extra,
+      preexec_fn=lambda core=cores[lane % len(cores)]: os.sched_setaffinity(0, {core}))
+      for lane in range(lanes)]
+  codes = [p.wait() for p in procs]
+  if any(codes):
+    sys.exit(f'{os.path.basename(script)}: a lane failed (exit codes {codes}); '
+             'rerun to continue')

@@ -121,11 +121,6 @@ def genotype_features(genotype: Mapping, rows: int | None = None) -> dict[str, f
                   genotype['batch_size'] if rows is None else rows, genotype['cautious_wd'])
 
 
-def step_seconds(coefficients: Mapping[str, float], genotype: Mapping) -> float:
-  """Modelled seconds of one full-batch step of `genotype`."""
-  return seconds(coefficients, genotype_features(genotype))
-
-
 def fit(counts: Sequence[Mapping[str, float]], wall_seconds: Sequence[float],
         features: Sequence[str] = FEATURES) -> dict[str, float]:
   """Non-negative coefficients of `features` minimising the squared relative error of
